@@ -1,0 +1,178 @@
+"""The run's configuration: one typed, validated object.
+
+Built from defaults, then an optional TOML file, then command-line options (each
+later source overrides the earlier), validated on every rank before the first
+collective call, and written as JSON into every output file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass, fields
+
+SAMPLERS = ("sequential-sde", "piadm-sde")
+MODELS = ("grf", "gmm")
+DTYPES = ("float64", "float32")
+
+
+class ConfigError(ValueError):
+    """Bad input: reported as one line on rank 0, exit code 2."""
+
+
+@dataclass
+class RunConfig:
+    # what to sample
+    model: str = "grf"
+    dim: int = 1024
+    num_samples: int = 256
+    # how
+    sampler: str = "piadm-sde"
+    T: float = 10.0
+    delta: float = 1e-3
+    blocks: int = 16
+    steps_per_block: int = 64
+    picard_iters: int = 12
+    tol: float = 0.05
+    seed: int = 0
+    dtype: str = "float64"
+    time_ranks: int = 0          # 0: every rank on time slices (one sample group)
+    max_batch: int = 0           # 0: one score call per sweep, however large
+    # where
+    output: str = "samples.h5"
+    # analytic model options
+    grf_k0: float = 4.0
+    grf_alpha: float = 2.0
+    gmm_components: int = 8
+    gmm_std: float = 0.5
+    gmm_radius: float = 6.0
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_sources(cls, file: str | None = None, overrides: dict | None = None) -> "RunConfig":
+        """Defaults < TOML file < overrides; unknown keys and wrong types are errors."""
+        values = {}
+        if file is not None:
+            values.update(load_toml(file))
+        values.update(overrides or {})
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
+        kwargs = {}
+        for name, value in values.items():
+            kwargs[name] = _coerce(name, known[name].type, value)
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- validation -------------------------------------------------------------------
+    def validate(self, num_ranks: int = 1) -> "RunConfig":
+        """Raise ConfigError with a one-line message for the first problem found.
+
+        Needs nothing but the configuration and the rank count, so every rank reaches
+        the same verdict without communicating.
+        """
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
+        for name in ("dim", "num_samples", "blocks", "steps_per_block", "picard_iters"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("T", "delta", "tol", "grf_k0", "grf_alpha", "gmm_std", "gmm_radius"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"--{_flag(name)} must be finite, got {getattr(self, name)}")
+        if not self.delta > 0:
+            raise ConfigError(f"--delta must be positive, got {self.delta}")
+        if not self.T > self.delta:
+            raise ConfigError(f"--T must exceed --delta, got T={self.T} <= delta={self.delta}")
+        if self.tol < 0:
+            raise ConfigError(f"--tol must be non-negative, got {self.tol}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be non-negative, got {self.seed}")
+        if self.max_batch < 0:
+            raise ConfigError(f"--max-batch must be non-negative, got {self.max_batch}")
+        if self.model == "grf" and math.isqrt(self.dim) ** 2 != self.dim:
+            raise ConfigError(f"the grf model needs --dim to be a perfect square (n x n grid), got {self.dim}")
+        if self.model == "grf" and not self.grf_k0 > 0:
+            raise ConfigError(f"--grf-k0 must be positive, got {self.grf_k0}")
+        if self.model == "grf" and self.grf_alpha < 0:
+            raise ConfigError(f"--grf-alpha must be non-negative, got {self.grf_alpha}")
+        if self.model == "gmm":
+            if self.gmm_components < 1:
+                raise ConfigError(f"--gmm-components must be at least 1, got {self.gmm_components}")
+            if not self.gmm_std > 0:
+                raise ConfigError(f"--gmm-std must be positive, got {self.gmm_std}")
+            if self.gmm_radius < 0:
+                raise ConfigError(f"--gmm-radius must be non-negative, got {self.gmm_radius}")
+        time_ranks = self.resolved_time_ranks(num_ranks)
+        if time_ranks < 1 or num_ranks % time_ranks:
+            raise ConfigError(f"--time-ranks {self.time_ranks} must divide the number of ranks ({num_ranks})")
+        groups = num_ranks // time_ranks
+        if groups > self.num_samples:
+            raise ConfigError(f"{groups} sample groups but only {self.num_samples} samples: "
+                              f"use fewer ranks or more --num-samples")
+        if time_ranks > self.steps_per_block:
+            raise ConfigError(f"{time_ranks} time ranks but only {self.steps_per_block} slices per block: "
+                              f"use at most {self.steps_per_block} time ranks or more --steps-per-block")
+        self.check_output_path()
+        return self
+
+    def resolved_time_ranks(self, num_ranks: int) -> int:
+        """Ranks per sample group. Sequential samplers have no time axis to split."""
+        if self.sampler.startswith("sequential"):
+            return 1
+        return self.time_ranks if self.time_ranks > 0 else num_ranks
+
+    def check_output_path(self):
+        directory = os.path.dirname(os.path.abspath(self.output))
+        if not os.path.isdir(directory):
+            raise ConfigError(f"output directory {directory} does not exist")
+        if not os.access(directory, os.W_OK):
+            raise ConfigError(f"output directory {directory} is not writable")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _coerce(name: str, annotation, value):
+    """Check a value from a file or the command line against the field's type."""
+    kind = {"int": int, "float": float, "str": str}.get(str(annotation), None)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"configuration key {name!r} must be of type {annotation}, "
+                      f"got {type(value).__name__} {value!r}")
+
+
+def load_toml(path: str) -> dict:
+    """Read a TOML file of RunConfig keys (dashes or underscores); one flat table."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return {key.replace("-", "_"): value for key, value in data.items()}

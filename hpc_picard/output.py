@@ -1,0 +1,65 @@
+"""The output file: samples, the resolved configuration, statistics and the model.
+
+Layout (docs/usage.md):
+
+    /samples                       (num_samples, dim)
+    /  attrs: config (JSON), hpc_picard_version, n_ranks
+    /stats attrs: rounds, evaluations, wall_time, ... and accuracy scalars
+    /stats/sweeps_per_block, /stats/residual_per_block, accuracy arrays
+    /model attrs and datasets: the analytic target's defining parameters
+
+The file is written to a temporary name in the same directory, flushed, fsynced and
+renamed, so a file at the final path is always complete.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import h5py
+import numpy as np
+
+from . import __version__
+
+
+def _put(group, name: str, value):
+    if isinstance(value, np.ndarray):
+        group.create_dataset(name, data=value)
+    elif isinstance(value, (bool, int, float, str, np.integer, np.floating)):
+        group.attrs[name] = value
+    else:
+        raise TypeError(f"cannot store {name!r} of type {type(value).__name__}")
+
+
+def write_atomic(path: str, fill) -> None:
+    """Create an HDF5 file at ``path`` atomically; ``fill(h5file)`` writes its contents."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as fh:
+            fill(fh)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_samples(path: str, samples: np.ndarray, config_json: str, n_ranks: int,
+                  stats: dict, per_block: dict, model_parameters: dict,
+                  accuracy: dict | None = None) -> None:
+    def fill(fh):
+        fh.create_dataset("samples", data=samples)
+        fh.attrs["config"] = config_json
+        fh.attrs["hpc_picard_version"] = __version__
+        fh.attrs["n_ranks"] = n_ranks
+        st = fh.create_group("stats")
+        for name, value in {**stats, **per_block, **(accuracy or {})}.items():
+            _put(st, name, value)
+        model = fh.create_group("model")
+        for name, value in model_parameters.items():
+            _put(model, name, value)
+    write_atomic(path, fill)

@@ -1,0 +1,134 @@
+"""Every MPI call hpc_picard makes lives in this module.
+
+:class:`Communicator` wraps an mpi4py communicator with the handful of collectives the
+samplers need, on float64 numpy buffers (uppercase, buffer-based mpi4py calls), and
+times them for the run's statistics. A one-rank communicator turns every collective
+into a copy, which is how the serial case runs the same code as the parallel one.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+from mpi4py import MPI
+
+
+class Communicator:
+    """A thin, timed wrapper around an ``MPI.Comm``.
+
+    ``comm_seconds`` accumulates the wall time spent inside collectives (including the
+    time waiting for other ranks, which is where load imbalance shows up).
+    """
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.comm_seconds = 0.0
+
+    @classmethod
+    def self_comm(cls) -> "Communicator":
+        return cls(MPI.COMM_SELF)
+
+    def _timed(self, fn, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.comm_seconds += time.perf_counter() - start
+
+    # -- collectives on arrays --------------------------------------------------------
+    def exscan_sum(self, local: np.ndarray) -> np.ndarray:
+        """Exclusive prefix sum over ranks of a float64 array; zeros on rank 0."""
+        local = np.ascontiguousarray(local, dtype=np.float64)
+        out = np.zeros_like(local)
+        if self.size > 1:
+            self._timed(self.comm.Exscan, local, out, MPI.SUM)
+            if self.rank == 0:          # MPI leaves rank 0's receive buffer undefined
+                out[...] = 0.0
+        return out
+
+    def allreduce_sum(self, local: np.ndarray) -> np.ndarray:
+        local = np.ascontiguousarray(local, dtype=np.float64)
+        if self.size == 1:
+            return local.copy()
+        out = np.empty_like(local)
+        self._timed(self.comm.Allreduce, local, out, MPI.SUM)
+        return out
+
+    def allreduce_max(self, value: float) -> float:
+        if self.size == 1:
+            return float(value)
+        buf = np.array([value], dtype=np.float64)
+        out = np.empty(1, dtype=np.float64)
+        self._timed(self.comm.Allreduce, buf, out, MPI.MAX)
+        return float(out[0])
+
+    def bcast_array(self, array: np.ndarray, root: int) -> np.ndarray:
+        """Broadcast a contiguous array whose shape and dtype every rank already knows."""
+        if self.size == 1:
+            return array
+        array = np.ascontiguousarray(array)
+        self._timed(self.comm.Bcast, array, root)
+        return array
+
+    def gather_rows(self, local: np.ndarray, root: int = 0):
+        """Concatenate every rank's rows (axis 0) on ``root`` in rank order; None elsewhere."""
+        local = np.ascontiguousarray(local)
+        if self.size == 1:
+            return local.copy()
+        counts = np.array(self.comm.allgather(local.shape[0]))
+        row = int(np.prod(local.shape[1:], dtype=np.int64))
+        out = None
+        if self.rank == root:
+            out = np.empty((int(counts.sum()),) + local.shape[1:], dtype=local.dtype)
+            recv = [out, counts * row, MPI._typedict[local.dtype.char]]
+        else:
+            recv = None
+        self._timed(self.comm.Gatherv, local, recv, root)
+        return out
+
+    # -- small objects ----------------------------------------------------------------
+    def allreduce_obj_max(self, value):
+        return value if self.size == 1 else self._timed(self.comm.allreduce, value, MPI.MAX)
+
+    def bcast_obj(self, obj, root: int = 0):
+        return obj if self.size == 1 else self._timed(self.comm.bcast, obj, root)
+
+    def allgather_obj(self, obj) -> list:
+        return [obj] if self.size == 1 else self._timed(self.comm.allgather, obj)
+
+    def barrier(self):
+        if self.size > 1:
+            self._timed(self.comm.Barrier)
+
+    def split(self, color: int, key: int) -> "Communicator":
+        return Communicator(self.comm.Split(color, key))
+
+
+def world() -> Communicator:
+    """The job's world communicator. Only the CLI and drivers call this."""
+    return Communicator(MPI.COMM_WORLD)
+
+
+def abort_on_error(exc_type, exc, tb):
+    """sys.excepthook for MPI jobs: print this rank's traceback, then end every rank.
+
+    mpi4py installs such a hook for ``python -m mpi4py script.py`` but not for console
+    scripts; without it, one rank's exception leaves the others waiting in a
+    collective forever.
+    """
+    rank = MPI.COMM_WORLD.Get_rank()
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    sys.stderr.write("".join(f"[rank {rank}] {line}\n" for line in text.rstrip().splitlines()))
+    sys.stderr.flush()
+    if MPI.COMM_WORLD.Get_size() > 1:
+        MPI.COMM_WORLD.Abort(1)
+    os._exit(1)
+
+
+def install_abort_handler():
+    sys.excepthook = abort_on_error

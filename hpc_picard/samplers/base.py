@@ -1,0 +1,116 @@
+"""What every sampler shares: the block interface, score evaluation, statistics."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..parallel import Communicator
+
+#: numbers per score call when max_batch is 0 (auto)
+DEFAULT_CHUNK = 1 << 18
+
+
+class SamplingError(RuntimeError):
+    """A failure of the numerics (non-finite scores, diverging sweeps): ends the run."""
+
+
+@dataclass
+class BlockStats:
+    """What one block cost and how it ended.
+
+    sweeps:      rounds on the critical path spent on this block (Picard sweeps, or
+                 sequential steps);
+    evaluations: score evaluations per sample spent on this block, all slices and
+                 sweeps together;
+    residual:    the last convergence residual (section "convergence test"), or 0 for
+                 samplers without one.
+    """
+    sweeps: int
+    evaluations: int
+    residual: float = 0.0
+
+
+@dataclass
+class Timers:
+    score_seconds: float = 0.0
+    noise_seconds: float = 0.0
+
+
+@dataclass
+class SamplerContext:
+    """Everything a sampler needs besides the grid: the model and where it runs.
+
+    comm:     the time communicator (ranks that share this sample group's slices);
+    samples:  global indices of the samples this rank holds (keys of the noise);
+    dtype:    the state's dtype; sums are accumulated in float64 regardless;
+    seed:     the run's seed;
+    max_batch: the most rows one score call receives (larger batches are chunked).
+    """
+    model: object
+    comm: Communicator
+    samples: np.ndarray
+    dtype: np.dtype
+    seed: int
+    max_batch: int = 0
+    timers: Timers = field(default_factory=Timers)
+
+
+class Sampler:
+    """A sampler advances the state of its samples across one block at a time.
+
+    ``run_block(block, y0)`` takes the block's start state y0, shape (S, d) (the same on
+    every rank of the time communicator) and returns the block's end state, identical
+    on every rank of the time communicator, and a :class:`BlockStats`.
+    """
+
+    name = "sampler"
+    path = "sde"
+    #: whether the sampler spreads a block's slices over ranks (else ranks split samples)
+    time_parallel = True
+
+    def __init__(self, context: SamplerContext, **options):
+        self.ctx = context
+        self.options = options
+
+    def run_block(self, block, y0):  # pragma: no cover
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------------
+    def score(self, states: np.ndarray, times: np.ndarray, block_index: int,
+              first_slice: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Scores at states of shape (J, S, d), slice j at forward time times[j].
+
+        The batch is handed to the model in chunks of ``max_batch`` rows (default: about
+        2^18 numbers a chunk, which keeps the model's temporaries in cache and out of the
+        page-fault path) and written into ``out`` if given. Non-finite output is an
+        error naming the block, the slice and the rank.
+        """
+        J, S, d = states.shape
+        flat = states.reshape(J * S, d)
+        t = np.repeat(np.asarray(times, dtype=np.float64), S)
+        if out is None:
+            out = np.empty(states.shape, dtype=states.dtype)
+        dest = out.reshape(J * S, d)
+        chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else max(1, DEFAULT_CHUNK // d)
+        start = time.perf_counter()
+        for i in range(0, J * S, chunk):
+            dest[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
+        self.ctx.timers.score_seconds += time.perf_counter() - start
+        finite = np.isfinite(out.reshape(J, -1)).all(axis=1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise SamplingError(
+                f"non-finite score in block {block_index}, slice {first_slice + bad} "
+                f"(forward time t={float(times[bad]):.6g}) on time rank {self.ctx.comm.rank}")
+        return out
+
+    def increments(self, block, slices) -> np.ndarray:
+        """The Gaussian increments xi_j of this block's given slices: (J, S, d), float64."""
+        from .. import noise
+        start = time.perf_counter()
+        out = noise.gaussian_slices(self.ctx.seed, noise.STREAM_INCREMENT, block.index, slices,
+                                    self.ctx.samples, self.ctx.model.dim)
+        self.ctx.timers.noise_seconds += time.perf_counter() - start
+        return out
