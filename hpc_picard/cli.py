@@ -11,14 +11,15 @@ import sys
 
 import click
 
-from .config import DTYPES, MODELS, SAMPLERS, ConfigError, RunConfig
+from .config import CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, ConfigError, RunConfig
 
 _DEFAULTS = RunConfig()
 
 # (flag, field, type, help). Defaults come from RunConfig so the file, the CLI and the
 # library agree; an option left out on the command line is None and does not override.
 OPTIONS = [
-    ("--model", "model", click.Choice(MODELS), "Score model: an analytic target."),
+    ("--model", "model", str, "Score model: grf, gmm (analytic), digits (trained demo), "
+     "diffusers:PATH (local diffusers folder) or module:factory (your own)."),
     ("--dim", "dim", int, "Data dimension d (a perfect square for grf)."),
     ("--num-samples", "num_samples", int, "Number of samples."),
     ("--sampler", "sampler", click.Choice(SAMPLERS), "Sampling algorithm."),
@@ -38,6 +39,11 @@ OPTIONS = [
     ("--gmm-components", "gmm_components", int, "GMM: number of components C."),
     ("--gmm-std", "gmm_std", float, "GMM: standard deviation of each component."),
     ("--gmm-radius", "gmm_radius", float, "GMM: norm of the component means."),
+    # models and devices (issue 5)
+    ("--device", "device", click.Choice(DEVICES), "Where scores run: auto (a GPU if visible), cpu, cuda."),
+    ("--cuda-aware-mpi", "cuda_aware_mpi", click.Choice(CUDA_AWARE_CHOICES),
+     "Hand GPU buffers to MPI directly (auto: detect from the MPI library)."),
+    ("--save-images", "save_images", str, "Write the samples as a PNG grid to this file."),
 ]
 
 
@@ -77,11 +83,13 @@ def main(config_file, overwrite, quiet, **options):
     except ConfigError as exc:
         _error(comm, str(exc))
 
+    from .devices import DeviceError
     from .runner import run
     from .samplers import SamplingError
+    log = None if quiet else (lambda line: click.echo(f"picard-sample: {line}", err=True))
     try:
-        result = run(config, comm)
-    except SamplingError as exc:
+        result = run(config, comm, log=log)
+    except (SamplingError, DeviceError) as exc:
         sys.stderr.write(f"picard-sample: error on rank {comm.rank}: {exc}\n")
         sys.stderr.flush()
         if comm.size > 1:
@@ -96,13 +104,33 @@ def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
     """Rank 0: score the samples against the exact target, write the file, summarise."""
     from .models import build_model
     from .output import write_samples
-    model = build_model(config)
+    model = result.model if getattr(result, "model", None) is not None else build_model(config)
+    # A network fixes d; the file records the d the samples have.
+    config = config.replace(dim=int(model.dim))
+    if config.save_images:
+        from .models.digits import image_grid, write_png
+        write_png(config.save_images, image_grid(result.samples, image_side(model)))
     accuracy = model.accuracy(result.samples, config.delta, config.seed) \
         if hasattr(model, "accuracy") else {}
     write_samples(config.output, result.samples, config.to_json(), n_ranks, result.stats,
                   result.per_block, model.parameters(), accuracy)
     if not quiet:
         click.echo(summary(config, n_ranks, result.stats, accuracy))
+
+
+def image_side(model) -> tuple:
+    """(height, width) of one sample as an image: the model's own layout, else a square."""
+    import math
+    shape = getattr(model, "image_shape", None) or getattr(model, "shape", None)
+    if shape is not None and len(shape) >= 2 and math.prod(shape[-2:]) == model.dim:
+        return tuple(int(n) for n in shape[-2:])
+    if shape is not None and len(shape) == 3 and shape[0] > 1:
+        # several channels: tile them side by side is not a picture; show channel rows
+        return (int(shape[0]) * int(shape[1]), int(shape[2]))
+    side = math.isqrt(model.dim)
+    if side * side != model.dim:
+        raise ConfigError(f"--save-images: cannot show d={model.dim} samples as images")
+    return (side, side)
 
 
 def summary(config, n_ranks, stats, accuracy) -> str:
@@ -120,6 +148,36 @@ def summary(config, n_ranks, stats, accuracy) -> str:
     ]
     lines += [f"  {name:<27}{value:.4g}" for name, value in scalars.items()]
     return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_file", type=str, default=None,
+              help="TOML file of options (keys as option names); command-line options override it.")
+@click.option("--points", type=int, default=8, help="Test points per check.")
+@_with_options
+def check_main(config_file, points, **options):
+    """Check a score model before a long run: shapes, dtypes, devices, finiteness, the
+    time convention. Takes the same options as picard-sample; exit code 1 on failure.
+
+    e.g. `picard-check-model --model mypackage.models:make_score --dim 256`.
+    """
+    from .parallel import Communicator
+    overrides = {k: v for k, v in options.items() if v is not None}
+    comm = Communicator.self_comm()
+    try:
+        config = RunConfig.from_sources(config_file, overrides).validate(1)
+    except ConfigError as exc:
+        click.echo(f"picard-check-model: error: {exc}", err=True)
+        sys.exit(2)
+    from . import devices
+    from .check import check_model
+    from .models import build_model
+    placement = devices.place(config.device, comm)
+    click.echo(f"picard-check-model: {config.model} on {placement.describe()}")
+    model = build_model(config, device=placement.torch_device)
+    report = check_model(model, T=config.T, delta=config.delta, points=points, seed=config.seed)
+    click.echo(report.text())
+    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":
