@@ -18,6 +18,7 @@ install stays light.
 """
 from __future__ import annotations
 
+import glob
 import os
 import socket
 from dataclasses import dataclass
@@ -71,7 +72,14 @@ class Placement:
 
 
 def cuda_device_count() -> int:
-    """GPUs visible to this process: torch's count, else cupy's, else 0."""
+    """GPUs visible to this process: torch's count, else cupy's, else 0.
+
+    Without NVIDIA device files there is nothing to count, and importing torch just to
+    hear so costs seconds per rank; CUDA_VISIBLE_DEVICES="" hides every GPU.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "" or not (
+            os.path.exists("/dev/nvidiactl") or glob.glob("/dev/nvidia[0-9]*")):
+        return 0
     try:
         import torch
         if torch.cuda.is_available():

@@ -187,7 +187,7 @@ class NetworkScoreModel(ScoreModel):
             xs = torch.as_tensor(np.ascontiguousarray(x), device=self.device).to(self.torch_dtype)
             xs = xs.reshape((x.shape[0],) + self.shape)
             clock = t if self.clock is None else self.clock.timestep(t)
-            ts = torch.tensor(np.asarray(clock, dtype=np.float64), device=self.device, dtype=self.torch_dtype)
+            ts = torch.tensor(np.array(clock, dtype=np.float64), device=self.device, dtype=self.torch_dtype)
             raw = self.network(xs, ts)
             raw = getattr(raw, "sample", raw)
             if tuple(raw.shape) != tuple(xs.shape):
