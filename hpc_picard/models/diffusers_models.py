@@ -78,7 +78,8 @@ def load_diffusers(path: str, device: str = "cpu", max_batch: int = 0) -> Networ
     """The score model of a local diffusers folder (see the module docstring)."""
     diffusers = _require_diffusers()
     unet_dir, sched_file = find_parts(path)
-    unet = diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True)
+    unet = diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True,
+                                                low_cpu_mem_usage=False)
     unet = unet.to(device).eval()
     for p in unet.parameters():
         p.requires_grad_(False)

@@ -186,13 +186,15 @@ class DigitsQuality:
 def frechet_distance(a, b=None, mean=None, cov=None) -> float:
     """Frechet distance between Gaussian fits of feature sets a (n, f) and b (or the
     given mean/cov): |mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^{1/2})."""
-    import scipy.linalg
     mu_a, cov_a = a.mean(axis=0), np.cov(a, rowvar=False)
     if b is not None:
         mean, cov = b.mean(axis=0), np.cov(b, rowvar=False)
-    root = scipy.linalg.sqrtm(cov_a @ cov)
-    root = np.real(root)
-    return float(((mu_a - mean) ** 2).sum() + np.trace(cov_a + cov - 2.0 * root))
+    # tr (C_a C_b)^{1/2} = sum of sqrt eigenvalues of C_a^{1/2} C_b C_a^{1/2}, which is
+    # symmetric PSD: stable where dead ReLU units make the covariances singular.
+    w, v = np.linalg.eigh(cov_a)
+    half = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    root_trace = np.sqrt(np.clip(np.linalg.eigvalsh(half @ cov @ half), 0.0, None)).sum()
+    return float(((mu_a - mean) ** 2).sum() + np.trace(cov_a) + np.trace(cov) - 2.0 * root_trace)
 
 
 # -- images ----------------------------------------------------------------------------
