@@ -122,11 +122,11 @@ def image_side(model) -> tuple:
     """(height, width) of one sample as an image: the model's own layout, else a square."""
     import math
     shape = getattr(model, "image_shape", None) or getattr(model, "shape", None)
-    if shape is not None and len(shape) >= 2 and math.prod(shape[-2:]) == model.dim:
-        return tuple(int(n) for n in shape[-2:])
-    if shape is not None and len(shape) == 3 and shape[0] > 1:
-        # several channels: tile them side by side is not a picture; show channel rows
-        return (int(shape[0]) * int(shape[1]), int(shape[2]))
+    if shape is not None and len(shape) >= 2:
+        # (C, H, W) networks: the C channels of a sample stacked vertically, in grey
+        height, width = int(math.prod(shape[:-1])), int(shape[-1])
+        if height * width == model.dim:
+            return (height, width)
     side = math.isqrt(model.dim)
     if side * side != model.dim:
         raise ConfigError(f"--save-images: cannot show d={model.dim} samples as images")

@@ -150,13 +150,15 @@ class DigitsQuality:
         from threadpoolctl import threadpool_limits
         images, labels = load_real_digits()
         self.real = images
-        # Full-batch L-BFGS on one BLAS thread: under a second, where the default
-        # Adam with a thread pool fighting torch's took half a minute (92% held-out
-        # accuracy either way). Stopping at max_iter is part of the fixed recipe.
+        # Full-batch L-BFGS on one BLAS thread: seconds, where the default Adam with
+        # a thread pool fighting torch's took half a minute. alpha = 1 keeps it
+        # calibrated: on held-out digits (fit on 1400) its mean confidence is 0.95 at
+        # 93% accuracy, where alpha = 1e-4 claims 0.99 at 92%. Stopping at max_iter is
+        # part of the fixed recipe.
         with threadpool_limits(1), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.classifier = MLPClassifier(hidden_layer_sizes=(64,), solver="lbfgs", max_iter=300,
-                                            random_state=seed).fit(images, labels)
+                                            alpha=1.0, random_state=seed).fit(images, labels)
         feats = self.features(images)
         self.real_mean, self.real_cov = feats.mean(axis=0), np.cov(feats, rowvar=False)
         half = np.random.default_rng(seed).permutation(len(images))
