@@ -13,8 +13,10 @@ Quality (:class:`DigitsQuality`): a scikit-learn MLP classifier trained on the r
 digits scores generated ones: its mean top-class probability (confidence), the entropy
 of the predicted-class histogram over log 10 (class balance: 1 is uniform), and the
 Frechet distance between Gaussian fits of its hidden-layer features on generated and
-on real images (lower is better; ``frechet_floor`` is the same distance between two
-halves of the real set, the value sample noise alone gives).
+on real images (lower is better; ``frechet_floor`` is the distance that as many real
+digits as there are samples have to the real set, the value sample noise alone gives).
+The features are 64-wide: the distance means little for fewer than a few hundred
+samples.
 """
 from __future__ import annotations
 
@@ -159,11 +161,20 @@ class DigitsQuality:
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.classifier = MLPClassifier(hidden_layer_sizes=(64,), solver="lbfgs", max_iter=300,
                                             alpha=1.0, random_state=seed).fit(images, labels)
-        feats = self.features(images)
-        self.real_mean, self.real_cov = feats.mean(axis=0), np.cov(feats, rowvar=False)
-        half = np.random.default_rng(seed).permutation(len(images))
-        a, b = half[: len(half) // 2], half[len(half) // 2:]
-        self.floor = frechet_distance(feats[a], feats[b])
+        self.real_features = self.features(images)
+        self.real_mean = self.real_features.mean(axis=0)
+        self.real_cov = np.cov(self.real_features, rowvar=False)
+        self.seed = seed
+        self._floors = {}
+
+    def floor(self, num: int) -> float:
+        """The Frechet distance that ``num`` real digits (drawn without replacement,
+        fixed seed) have to the whole real set: what sample noise alone gives."""
+        if num not in self._floors:
+            pick = np.random.default_rng(self.seed).permutation(len(self.real))[:num]
+            self._floors[num] = frechet_distance(self.real_features[pick], mean=self.real_mean,
+                                                 cov=self.real_cov)
+        return self._floors[num]
 
     @classmethod
     def shared(cls) -> "DigitsQuality":
@@ -188,7 +199,7 @@ class DigitsQuality:
             "classifier_confidence": float(prob.max(axis=1).mean()),
             "class_balance": float(-(nz * np.log(nz)).sum() / np.log(10)),
             "frechet_distance": float(frechet_distance(feats, mean=self.real_mean, cov=self.real_cov)),
-            "frechet_floor": float(self.floor),
+            "frechet_floor": float(self.floor(min(len(x), len(self.real)))),
             "class_counts": counts.astype(np.int64),
         }
 
