@@ -109,7 +109,12 @@ def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
     config = config.replace(dim=int(model.dim))
     if config.save_images:
         from .models.digits import image_grid, write_png
-        write_png(config.save_images, image_grid(result.samples, image_side(model)))
+        side = image_side(model)
+        if side is None:
+            click.echo(f"picard-sample: warning: d={model.dim} samples are not images; "
+                       f"--save-images skipped", err=True)
+        else:
+            write_png(config.save_images, image_grid(result.samples, side))
     accuracy = model.accuracy(result.samples, config.delta, config.seed) \
         if hasattr(model, "accuracy") else {}
     write_samples(config.output, result.samples, config.to_json(), n_ranks, result.stats,
@@ -118,8 +123,9 @@ def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
         click.echo(summary(config, n_ranks, result.stats, accuracy))
 
 
-def image_side(model) -> tuple:
-    """(height, width) of one sample as an image: the model's own layout, else a square."""
+def image_side(model):
+    """(height, width) of one sample as an image: the model's own layout, else a square;
+    None if neither fits."""
     import math
     shape = getattr(model, "image_shape", None) or getattr(model, "shape", None)
     if shape is not None and len(shape) >= 2:
@@ -128,9 +134,7 @@ def image_side(model) -> tuple:
         if height * width == model.dim:
             return (height, width)
     side = math.isqrt(model.dim)
-    if side * side != model.dim:
-        raise ConfigError(f"--save-images: cannot show d={model.dim} samples as images")
-    return (side, side)
+    return (side, side) if side * side == model.dim else None
 
 
 def summary(config, n_ranks, stats, accuracy) -> str:
