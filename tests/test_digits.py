@@ -107,10 +107,28 @@ def test_digits_piadm_is_independent_of_the_rank_count():
     from mpi4py import MPI
     world = Communicator(MPI.COMM_WORLD)
     model = build_model(RunConfig(model="digits"))
-    config = small_config(sampler="piadm-sde", num_samples=3, steps_per_block=4, tol=0.01)
+    # tol 0: a fixed number of sweeps, so float32 round-off of differently sized
+    # network batches (rows per rank) cannot flip a convergence decision
+    config = small_config(sampler="piadm-sde", num_samples=3, steps_per_block=4, picard_iters=3)
     got = run(config, world, model=model).samples
     ok = True
     if world.rank == 0:
         ref = run(config, Communicator.self_comm(), model=model).samples
-        ok = bool(np.allclose(got, ref, rtol=1e-5, atol=1e-5))
+        ok = bool(np.allclose(got, ref, rtol=1e-4, atol=1e-4))
     assert world.bcast_obj(ok)
+
+
+def test_training_recipe_is_reproducible():
+    """drivers/train_digits.py with its fixed seed gives the same weights twice."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "drivers", "train_digits.py")
+    spec = importlib.util.spec_from_file_location("train_digits", path)
+    train_digits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_digits)
+    kwargs = dict(steps=3, width=16, batch=8, lr=1e-3, seed=0, t_min=1e-3, t_max=10.0, threads=1,
+                  log_every=10)
+    a = train_digits.train(**kwargs).state_dict()
+    b = train_digits.train(**kwargs).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = train_digits.train(**{**kwargs, "seed": 1}).state_dict()
+    assert not all(torch.equal(a[k], c[k]) for k in a)
