@@ -241,37 +241,42 @@ def diffusers_paradigms_loop(unet, sched, y0, xi, parallel: int, tolerance: floa
 
 
 def test_paradigms_matches_diffusers_parallel_loop(folder, model, monkeypatch):
-    """For the lead, once issue 4 lands: our paradigms sampler on the DDPM grid must
-    agree with diffusers' loop in output (to tolerance) and in rounds.
+    """Our paradigms sampler (issue 4) against diffusers' ParaDiGMS loop on the same
+    epsilon model, DDPM grid, initial noise and increments; skipped until the sampler
+    is registered in hpc_picard.samplers.SAMPLERS (written against its API on the
+    method branch: ParadigmsSampler(ctx, window, tol).run_trajectory(grid, y0)).
 
-    Our paradigms sampler uses the exponential-integrator step, diffusers' loop the DDPM
-    step, so with tolerance 0 both converge to their own sequential chains: compare the
-    outputs at the first-order gap measured above, and the rounds exactly at a tolerance
-    where both windows slide the same way (both residuals use the step's noise variance;
-    if our paradigms scales by e^{2e} - 1 and diffusers by beta = 1 - e^{-2e}, the
-    tolerances differ by that ratio, about 1 + 2e). Adjust the call below to the
-    sampler's constructor options when it exists.
+    The two loops iterate different fixed-point maps (our exponential-integrator step,
+    diffusers' DDPM step; they differ at O(e^2) per step, see the module docstring) and
+    scale residuals by different step variances (e^{2e} - 1 against beta = 1 - e^{-2e},
+    a ratio e^{2e} of up to 1.33 on this 40-step grid). So: each must land on its own
+    sequential chain, their outputs must differ by no more than the chains do, and the
+    rounds must be close, not equal. Measured with the method branch's sampler, window
+    8: tol 0.01: 12 vs 16 rounds; 0.05 and 0.1: 11 vs 14; 0.3: 10 vs 12; outputs 9.5 %
+    apart at tol 0.1 where the chains are 9.2 % apart.
     """
     if "paradigms" not in SAMPLERS:
         pytest.skip("the paradigms sampler (issue 4) is not registered yet")
+    from hpc_picard.grid import TimeGrid
     unet, sched = load_parts(folder)
     block = ddpm_grid(model)
+    grid = TimeGrid(float(block.times[0]), float(block.times[-1]), (block,))
     y0, xi = shared_noise(block.num_slices, np.arange(NUM_SAMPLES), model.dim)
-    theirs, their_rounds = diffusers_paradigms_loop(unet, sched, y0, xi, parallel=8, tolerance=0.1)
+    tol = 0.1
+    theirs, their_rounds = diffusers_paradigms_loop(unet, sched, y0, xi, parallel=8, tolerance=tol)
     reference = diffusers_ddpm_loop(unet, sched, y0, xi, monkeypatch)
     ours_seq = sequential_on_grid(model, block, y0)
     ctx = SamplerContext(model=model, comm=Communicator.self_comm(), samples=np.arange(NUM_SAMPLES),
                          dtype=np.dtype("float64"), seed=SEED)
-    sampler = SAMPLERS["paradigms"](ctx, picard_iters=block.num_slices, tol=0.1, window=8)
-    ours, stats = sampler.run_block(block, y0)
-    # each parallel loop is close to its own sequential chain ...
-    assert np.linalg.norm(theirs - reference) / np.linalg.norm(reference) < 0.05
-    assert np.linalg.norm(ours - ours_seq) / np.linalg.norm(ours_seq) < 0.05
-    # ... and the two agree within the DDPM / exponential-integrator gap, in about the
-    # same number of rounds
-    gap = np.linalg.norm(ours_seq - reference) / np.linalg.norm(reference)
-    assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) < gap + 0.1
-    assert abs(stats.sweeps - their_rounds) <= 1, (stats.sweeps, their_rounds)
+    ours, stats = SAMPLERS["paradigms"](ctx, window=8, tol=tol).run_trajectory(grid, y0)
+
+    def rel(a, b):
+        return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+    assert rel(theirs, reference) < 0.02 and rel(ours, ours_seq) < 0.02
+    assert rel(ours, theirs) < rel(ours_seq, reference) + 0.02
+    assert abs(stats.sweeps - their_rounds) <= max(2, 0.3 * their_rounds), (stats.sweeps, their_rounds)
+    assert stats.sweeps < block.num_slices and their_rounds < block.num_slices
 
 
 def test_diffusers_reference_paradigms_loop_reaches_the_ddpm_chain(folder, monkeypatch):
