@@ -34,7 +34,7 @@ run: install
 test: test-serial test-mpi
 
 test-serial: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not mpi" tests
 
 # Each MPI run is bounded twice: pytest-timeout inside, `timeout` around mpiexec, so a
 # rank stuck in a collective cannot hang the suite.
