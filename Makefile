@@ -45,7 +45,8 @@ test-mpi: install
 	done
 
 bench: install
-	$(PY) drivers/acceptance.py
+	$(PY) drivers/bench_scores.py
+	$(MPIEXEC) -n $(RANKS) $(PY) drivers/acceptance.py
 
 clean:
 	rm -rf $(VENV) samples.h5 .pytest_cache
