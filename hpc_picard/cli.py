@@ -38,6 +38,9 @@ OPTIONS = [
     ("--gmm-components", "gmm_components", int, "GMM: number of components C."),
     ("--gmm-std", "gmm_std", float, "GMM: standard deviation of each component."),
     ("--gmm-radius", "gmm_radius", float, "GMM: norm of the component means."),
+    # checkpoint and restart (docs/operations.md)
+    ("--checkpoint", "checkpoint", str, "HDF5 checkpoint file written between blocks (empty: none)."),
+    ("--checkpoint-every", "checkpoint_every", int, "Blocks between checkpoints."),
 ]
 
 
