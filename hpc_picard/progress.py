@@ -75,12 +75,23 @@ def configure_logging(rank: int, verbose: bool = False, stream=None) -> logging.
     logger = logging.getLogger(LOGGER)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING)
     logger.propagate = False
     return logger
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever sys.stderr is at the time of the record, not at setup."""
+
+    def emit(self, record):
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - logging must never end the run
+            self.handleError(record)
 
 
 def sweep_logger(logger: logging.Logger):

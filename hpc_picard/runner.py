@@ -43,7 +43,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         on_sweep=None, resume: bool = False) -> RunResult:
     """Sample ``config.num_samples`` points; the config must already be validated.
 
-    ``on_block(block_index, block_stats)`` is called on every rank after each block and
+    ``on_block(block_index, block_stats)`` is called on every rank after each block (and
+    its checkpoint) and
     ``on_sweep(block_index, sweep, residual)`` after each Picard sweep. With
     ``config.checkpoint`` set, the state is checkpointed every ``checkpoint_every``
     blocks and after the last; with ``resume`` the run continues from that checkpoint
@@ -94,8 +95,6 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         residuals.append(bstats.residual)
         log.debug("block %d/%d: %d sweeps, residual %.3g", block.index + 1, grid.num_blocks,
                   bstats.sweeps, bstats.residual)
-        if on_block is not None:
-            on_block(block.index, bstats)
         done = block.index + 1
         if config.checkpoint and (done % config.checkpoint_every == 0 or done == grid.num_blocks):
             state = checkpoint.RunState(next_block=done, states=None, sweeps=sweeps,
@@ -103,6 +102,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
                                         restarts=saved.restarts, timings=timings())
             io_seconds += checkpoint.save(pgrid, config.checkpoint, y, state, config)
             log.debug("checkpoint after block %d written to %s", done, config.checkpoint)
+        if on_block is not None:
+            on_block(block.index, bstats)
 
     # Every time rank of a group holds the group's samples: time rank 0 of each group
     # sends them to world rank 0 (time rank 0 of group 0) over the sample communicator.
