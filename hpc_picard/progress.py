@@ -104,7 +104,7 @@ def sweep_logger(logger: logging.Logger):
 def summary_table(config, n_ranks: int, time_ranks: int, stats: dict, accuracy: dict) -> str:
     """The end-of-run table: cost, the wall-time split, accuracy (analytic targets)."""
     wall = stats["wall_time"]
-    parts = [("score evaluation", stats["score_time"]),
+    parts = [("score model", stats["score_time"]),
              ("communication", stats["communication_time"]),
              ("I/O (checkpoints, output)", stats.get("io_time", 0.0)),
              ("noise generation", stats["noise_time"])]

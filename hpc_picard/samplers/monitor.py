@@ -29,7 +29,9 @@ class SweepMonitor:
     - it grew over max(3, K / 2) consecutive sweeps: half the budget spent going the
       wrong way leaves too few sweeps to come back;
     - after the last of K sweeps it is above tol and above its value after the first
-      sweep: the sweeps made no net progress.
+      sweep, having grown over at least 3 consecutive sweeps on the way: the sweeps
+      made no net progress. (Without the growth the block is merely unconverged, as
+      every block is at small K, and studies of small K must still run.)
 
     Growth counts only above 1 (a change larger than one step's noise scale): below
     that the residual is near round-off and may wobble.
@@ -41,6 +43,8 @@ class SweepMonitor:
         self.tol = tol
         self.on_sweep = on_sweep
         self.history = []
+        self.streak = 0           # consecutive growing sweeps up to now
+        self.longest_streak = 0
         self.growth_limit = max(MIN_GROWTH_SWEEPS, max_sweeps // 2)
         # With K >= M sweeps the first M of them reproduce the sequential sampler
         # exactly whatever the transient does, so growth is not divergence there.
@@ -54,13 +58,16 @@ class SweepMonitor:
             self._fail(f"the residual is {residual_sq} after sweep {sweep}")
         if not self.watch:
             return
-        recent = self.history[-(self.growth_limit + 1):]
-        if (len(recent) == self.growth_limit + 1 and recent[0] > 1.0
-                and all(b > a for a, b in zip(recent, recent[1:]))):
+        previous = self.history[-2] if len(self.history) > 1 else math.inf
+        self.streak = self.streak + 1 if previous > 1.0 and residual_sq > previous else 0
+        self.longest_streak = max(self.longest_streak, self.streak)
+        if self.streak >= self.growth_limit:
+            recent = self.history[-(self.streak + 1):]
             trail = " -> ".join(f"{math.sqrt(r):.3g}" for r in recent)
-            self._fail(f"the residual grew over {self.growth_limit} consecutive sweeps ({trail})")
+            self._fail(f"the residual grew over {self.streak} consecutive sweeps ({trail})")
         first = self.history[0]
-        if (sweep == self.max_sweeps and residual_sq > max(self.tol**2, first, 1.0)):
+        if (sweep == self.max_sweeps and self.longest_streak >= MIN_GROWTH_SWEEPS
+                and residual_sq > max(self.tol**2, first, 1.0)):
             self._fail(f"after {sweep} sweeps the residual {math.sqrt(residual_sq):.3g} is "
                        f"larger than after the first ({math.sqrt(first):.3g})")
 
