@@ -69,10 +69,12 @@ def _error(comm, message: str, code: int = 2):
 @click.option("--dry-run", is_flag=True, help="Print the plan (grid, ranks, cost, memory) and exit.")
 @click.option("--plan-ranks", type=int, default=None,
               help="With --dry-run: plan for this many ranks instead of the job's.")
-@click.option("--no-progress", is_flag=True, help="No live progress line (it is off anyway when stderr is not a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="Live progress line on rank 0 (default: only when stderr is a terminal; "
+                   "under mpiexec stderr is a pipe, so pass --progress).")
 @click.option("--verbose", is_flag=True, help="Log every block and sweep, on every rank.")
 @_with_options
-def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, no_progress, verbose,
+def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, verbose,
          **options):
     """Sample a diffusion model with parallel-in-time Picard sweeps (PIADM) on MPI.
 
@@ -107,7 +109,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, no_progress
     from .samplers import SamplingError
     logger = configure_logging(comm.rank, verbose)
     progress = Progress(config.blocks, config.picard_iters,
-                        enabled=False if no_progress or comm.rank != 0 else None)
+                        enabled=False if comm.rank != 0 else progress)
     log_sweep = sweep_logger(logger) if verbose else None
 
     def on_sweep(block_index, sweep, residual):

@@ -163,16 +163,22 @@ class RunConfig:
 
 def _check_writable_directory(path: str, what: str):
     """Fail before computing if ``path`` cannot be created: its directory must exist and
-    accept a new file. A real probe file, since os.access says yes to root everywhere."""
+    accept a new file. os.access says yes to root everywhere (even on read-only
+    mounts), so root probes with a real file; other users do not, which spares a
+    shared file system one probe per rank."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ConfigError(f"{what} directory {directory} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
-    except OSError:
-        raise ConfigError(f"{what} directory {directory} is not writable") from None
-    os.close(fd)
-    os.unlink(probe)
+    writable = os.access(directory, os.W_OK | os.X_OK)
+    if writable and os.geteuid() == 0:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError:
+            writable = False
+    if not writable:
+        raise ConfigError(f"{what} directory {directory} is not writable")
 
 
 def _flag(name: str) -> str:

@@ -161,6 +161,15 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert checkpoint.read(ck, config).next_block == 2
 
 
+def test_an_interrupted_output_write_leaves_no_file(tmp_path):
+    from hpc_picard.output import write_samples
+    path = str(tmp_path / "out.h5")
+    with pytest.raises(TypeError):
+        # a model parameter h5py cannot store fails the write after the samples are in
+        write_samples(path, np.zeros((2, 4)), "{}", 1, {"rounds": 1}, {}, {"bad": object()})
+    assert leftovers(tmp_path) == []
+
+
 def test_states_are_checksummed(tmp_path):
     ck = str(tmp_path / "ck.h5")
     run_interrupted(small_config(tmp_path, checkpoint=ck), stop=1)

@@ -104,3 +104,13 @@ def test_summary_table_reports_restarts_and_shares():
     assert "50.0%" in text and "25.0%" in text and "12.5%" in text
     assert "other (arithmetic)" in text and "0.200 s" in text
     assert "restarts" in text and "accuracy: kl" in text and "array" not in text
+
+
+def test_cli_progress_can_be_forced_where_stderr_is_a_pipe(cli_env):
+    # under mpiexec every rank's stderr is a pipe: --progress turns the line on anyway
+    result = CliRunner().invoke(main, ["--dim", "16", "--num-samples", "4", "--blocks", "2",
+                                       "--steps-per-block", "8", "--output", "out.h5", "--quiet",
+                                       "--progress"])
+    assert result.exit_code == 0, result.output
+    assert "picard-sample: block 2/2 done" in result.output
+    assert result.output.endswith("\n")
