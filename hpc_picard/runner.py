@@ -43,9 +43,9 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         on_sweep=None, resume: bool = False) -> RunResult:
     """Sample ``config.num_samples`` points; the config must already be validated.
 
-    ``on_block(block_index, block_stats)`` is called on every rank after each block (and
-    its checkpoint) and
-    ``on_sweep(block_index, sweep, residual)`` after each Picard sweep. With
+    ``on_block(block_index, block_stats)`` is called on every rank after each block
+    (and its checkpoint), ``on_sweep(block_index, sweep, residual)`` after each Picard
+    sweep (residual: the sqrt of max_m r_m, docs/method.md). With
     ``config.checkpoint`` set, the state is checkpointed every ``checkpoint_every``
     blocks and after the last; with ``resume`` the run continues from that checkpoint
     if it exists (raising checkpoint.CheckpointError on every rank if it is refused).
