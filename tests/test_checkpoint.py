@@ -170,6 +170,16 @@ def test_an_interrupted_output_write_leaves_no_file(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_files_get_the_mode_of_a_plain_open(tmp_path):
+    from hpc_picard.output import write_atomic
+    old = os.umask(0o022)
+    try:
+        write_atomic(str(tmp_path / "f.h5"), lambda fh: fh.create_dataset("x", data=[1]))
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "f.h5").st_mode & 0o777 == 0o644
+
+
 def test_states_are_checksummed(tmp_path):
     ck = str(tmp_path / "ck.h5")
     run_interrupted(small_config(tmp_path, checkpoint=ck), stop=1)
