@@ -50,3 +50,13 @@ bench: install
 
 clean:
 	rm -rf $(VENV) samples.h5 .pytest_cache
+
+# Operations (docs/operations.md): the plan of `make run` on $(RANKS) ranks, and a
+# strong-scaling sweep of Slurm scripts as an example of jobscripts/make_sweep.py.
+.PHONY: plan sweep-example
+plan: install
+	$(BIN)/picard-sample --dry-run --plan-ranks $(RANKS)
+
+sweep-example: install
+	$(PY) jobscripts/make_sweep.py --scheduler slurm --device cpu --mode strong \
+	  --ranks 1,2,4,8,16 --ranks-per-node 16 --out sweeps/example -- --model grf --dim 4096
