@@ -192,9 +192,12 @@ def save(pgrid, path: str, y_local: np.ndarray, state: RunState, config) -> floa
 
 
 def load(pgrid, path: str, config) -> tuple:
-    """Read the checkpoint on world rank 0 and share it: (RunState, seconds) on every
-    rank, or None when there is no file at ``path``. Raises CheckpointError on every
-    rank alike when rank 0 refuses the file.
+    """Read the checkpoint on world rank 0 and share it with every rank.
+
+    Returns (RunState, seconds rank 0 spent reading) on every rank, with state None
+    when there is no file at ``path``. Raises CheckpointError on every rank alike when
+    rank 0 refuses the file. The states, (num_samples, d), reach every rank; each
+    takes its own sample rows.
     """
     start = time.perf_counter()
     verdict, state = None, None
@@ -204,20 +207,18 @@ def load(pgrid, path: str, config) -> tuple:
         else:
             try:
                 state = read(path, config)
-                verdict = ("ok", None)
+                # the counters travel as a small object, the states as a buffer
+                verdict = ("ok", RunState(state.next_block, None, state.sweeps, state.residuals,
+                                          state.evaluations, state.restarts, state.timings))
             except CheckpointError as exc:
                 verdict = ("refused", str(exc))
     elapsed = time.perf_counter() - start
-    verdict = pgrid.world.bcast_obj(verdict, root=0)
-    if verdict[0] == "refused":
-        raise CheckpointError(verdict[1])
-    if verdict[0] == "missing":
+    kind, detail = pgrid.world.bcast_obj(verdict, root=0)
+    if kind == "refused":
+        raise CheckpointError(detail)
+    if kind == "missing":
         return None, elapsed
-    header = pgrid.world.bcast_obj(
-        None if state is None else RunState(state.next_block, None, state.sweeps, state.residuals,
-                                            state.evaluations, state.restarts, state.timings),
-        root=0)
-    states = state.states if state is not None else np.empty((config.num_samples, config.dim),
-                                                             dtype=config.dtype)
-    header.states = pgrid.world.bcast_array(states, root=0)
-    return header, elapsed
+    states = state.states if state is not None else \
+        np.empty((config.num_samples, config.dim), dtype=config.dtype)
+    detail.states = pgrid.world.bcast_array(states, root=0)
+    return detail, elapsed

@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         os.chmod(path, 0o755)
     with open(os.path.join(args.out, "submit-all.sh"), "w") as fh:
         fh.write("#!/bin/bash\n# Submit the whole sweep; run from this directory.\nset -e\n"
-                 f"cd \"$(dirname \"$0\")\"\n")
+                 "cd \"$(dirname \"$0\")\"\n")
         fh.writelines(f"{SUBMIT[args.scheduler]} {script}\n" for script, _ in jobs)
     os.chmod(os.path.join(args.out, "submit-all.sh"), 0o755)
     print(f"wrote {len(jobs)} {args.scheduler} {args.device} job script(s) "

@@ -45,10 +45,11 @@ def verdict(comm, check) -> str:
     return comm.bcast_obj(message, root=0)
 
 
-def test_resume_on_the_same_and_on_one_rank(shared_dir):
+@pytest.mark.parametrize("time_ranks", [0, 1])   # all ranks on time; one group per rank
+def test_resume_on_the_same_and_on_one_rank(shared_dir, time_ranks):
     comm = world()
-    reference = run(small_config(shared_dir), comm)
-    config = small_config(shared_dir, checkpoint=str(shared_dir / "ck.h5"))
+    reference = run(small_config(shared_dir, time_ranks=time_ranks), comm)
+    config = small_config(shared_dir, checkpoint=str(shared_dir / "ck.h5"), time_ranks=time_ranks)
 
     def stop(index, stats):
         if index == 2:
