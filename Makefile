@@ -37,7 +37,7 @@ run: install
 test: test-serial test-mpi
 
 test-serial: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not mpi" tests
 
 # Each MPI run is bounded twice: pytest-timeout inside, `timeout` around mpiexec, so a
 # rank stuck in a collective cannot hang the suite.
@@ -48,7 +48,8 @@ test-mpi: install
 	done
 
 bench: install
-	$(PY) drivers/acceptance.py
+	$(PY) drivers/bench_scores.py
+	$(MPIEXEC) -n $(RANKS) $(PY) drivers/acceptance.py
 
 # On a GPU node: `make gpu-check TORCH_SPEC=` after installing a CUDA torch (and cupy)
 # into $(VENV). The GPU tests skip, and the benchmark says so, where no GPU is visible.
@@ -58,3 +59,13 @@ gpu-check: install
 
 clean:
 	rm -rf $(VENV) samples.h5 .pytest_cache
+
+# Operations (docs/operations.md): the plan of `make run` on $(RANKS) ranks, and a
+# strong-scaling sweep of Slurm scripts as an example of jobscripts/make_sweep.py.
+.PHONY: plan sweep-example
+plan: install
+	$(BIN)/picard-sample --dry-run --plan-ranks $(RANKS)
+
+sweep-example: install
+	$(PY) jobscripts/make_sweep.py --scheduler slurm --device cpu --mode strong \
+	  --ranks 1,2,4,8,16 --ranks-per-node 16 --out sweeps/example -- --model grf --dim 4096

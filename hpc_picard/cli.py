@@ -39,6 +39,9 @@ OPTIONS = [
     ("--gmm-components", "gmm_components", int, "GMM: number of components C."),
     ("--gmm-std", "gmm_std", float, "GMM: standard deviation of each component."),
     ("--gmm-radius", "gmm_radius", float, "GMM: norm of the component means."),
+    # checkpoint and restart (docs/operations.md)
+    ("--checkpoint", "checkpoint", str, "HDF5 checkpoint file written between blocks (empty: none)."),
+    ("--checkpoint-every", "checkpoint_every", int, "Blocks between checkpoints."),
     # models and devices (issue 5)
     ("--device", "device", click.Choice(DEVICES), "Where scores run: auto (a GPU if visible), cpu, cuda."),
     ("--cuda-aware-mpi", "cuda_aware_mpi", click.Choice(CUDA_AWARE_CHOICES),
@@ -64,44 +67,95 @@ def _error(comm, message: str, code: int = 2):
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_file", type=str, default=None,
               help="TOML file of options (keys as option names); command-line options override it.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file (and checkpoint).")
 @click.option("--quiet", is_flag=True, help="Print no summary.")
+# operations: restart, plans, progress, logs (docs/operations.md)
+@click.option("--resume", is_flag=True,
+              help="Continue from the --checkpoint file if it exists (else start from block 0).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (grid, ranks, cost, memory) and exit.")
+@click.option("--plan-ranks", type=int, default=None,
+              help="With --dry-run: plan for this many ranks instead of the job's.")
+@click.option("--progress/--no-progress", default=None,
+              help="Live progress line on rank 0 (default: only when stderr is a terminal; "
+                   "under mpiexec stderr is a pipe, so pass --progress).")
+@click.option("--verbose", is_flag=True, help="Log every block and sweep, on every rank.")
 @_with_options
-def main(config_file, overwrite, quiet, **options):
+def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, verbose,
+         **options):
     """Sample a diffusion model with parallel-in-time Picard sweeps (PIADM) on MPI.
 
     Run under MPI, e.g. `mpiexec -n 4 picard-sample --model grf --dim 4096`.
+    Exit codes: 0 done, 2 bad input (nothing computed), 1 the numerics failed.
     """
     from .parallel import install_abort_handler, world
     install_abort_handler()
     comm = world()
     overrides = {k: v for k, v in options.items() if v is not None}
+    n_ranks = plan_ranks if dry_run and plan_ranks is not None else comm.size
     try:
-        config = RunConfig.from_sources(config_file, overrides).validate(comm.size)
-        if os.path.exists(config.output) and not overwrite:
-            raise ConfigError(f"output file {config.output} exists; pass --overwrite to replace it")
+        if plan_ranks is not None and plan_ranks < 1:
+            raise ConfigError(f"--plan-ranks must be positive, got {plan_ranks}")
+        config = RunConfig.from_sources(config_file, overrides).validate(n_ranks)
+        if resume and not config.checkpoint:
+            raise ConfigError("--resume needs --checkpoint PATH (the file to resume from)")
+        if not dry_run:
+            check_existing_files(config, overwrite, resume)
     except ConfigError as exc:
         _error(comm, str(exc))
 
+    if dry_run:
+        from .plan import format_plan, make_plan
+        if comm.rank == 0:
+            click.echo(format_plan(make_plan(config, n_ranks)))
+        return
+
+    from .checkpoint import CheckpointError
     from .devices import DeviceError
+    from .progress import Progress, configure_logging, sweep_logger
     from .runner import run
     from .samplers import SamplingError
-    log = None if quiet else (lambda line: click.echo(f"picard-sample: {line}", err=True))
+    logger = configure_logging(comm.rank, verbose)
+    progress = Progress(config.blocks, config.picard_iters,
+                        enabled=False if comm.rank != 0 else progress)
+    log_sweep = sweep_logger(logger) if verbose else None
+
+    def on_sweep(block_index, sweep, residual):
+        progress.sweep(block_index, sweep, residual)
+        if log_sweep is not None:
+            log_sweep(block_index, sweep, residual)
+
     try:
-        result = run(config, comm, log=log)
+        result = run(config, comm, on_block=progress.block, on_sweep=on_sweep, resume=resume)
+    except CheckpointError as exc:
+        progress.close()
+        _error(comm, str(exc))
     except (SamplingError, DeviceError) as exc:
+        progress.close()
         sys.stderr.write(f"picard-sample: error on rank {comm.rank}: {exc}\n")
         sys.stderr.flush()
         if comm.size > 1:
             comm.comm.Abort(1)
         sys.exit(1)
+    progress.close()
 
     if comm.rank == 0:
         finish(config, comm.size, result, quiet)
 
 
+def check_existing_files(config: RunConfig, overwrite: bool, resume: bool):
+    """Refuse to replace results by accident: an existing output file needs
+    --overwrite; an existing checkpoint needs --resume (continue) or --overwrite."""
+    if os.path.exists(config.output) and not overwrite:
+        raise ConfigError(f"output file {config.output} exists; pass --overwrite to replace it")
+    if config.checkpoint and os.path.exists(config.checkpoint) and not (resume or overwrite):
+        raise ConfigError(f"checkpoint {config.checkpoint} exists; pass --resume to continue "
+                          f"from it or --overwrite to start over")
+
+
 def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
     """Rank 0: score the samples against the exact target, write the file, summarise."""
+    import time
+
     from .models import build_model
     from .output import write_samples
     model = result.model if getattr(result, "model", None) is not None else build_model(config)
@@ -117,10 +171,11 @@ def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
             write_png(config.save_images, image_grid(result.samples, side))
     accuracy = model.accuracy(result.samples, config.delta, config.seed) \
         if hasattr(model, "accuracy") else {}
-    write_samples(config.output, result.samples, config.to_json(), n_ranks, result.stats,
-                  result.per_block, model.parameters(), accuracy)
+    stats = write_samples(config.output, result.samples, config.to_json(), n_ranks,
+                          result.stats, result.per_block, model.parameters(), accuracy,
+                          io_started=time.perf_counter())
     if not quiet:
-        click.echo(summary(config, n_ranks, result.stats, accuracy))
+        click.echo(summary(config, n_ranks, stats, accuracy))
 
 
 def image_side(model):
@@ -138,20 +193,8 @@ def image_side(model):
 
 
 def summary(config, n_ranks, stats, accuracy) -> str:
-    scalars = {k: v for k, v in accuracy.items() if isinstance(v, float)}
-    lines = [
-        f"picard-sample: {config.sampler} on {config.model} (d={config.dim}), "
-        f"{config.num_samples} samples, {n_ranks} rank(s) -> {config.output}",
-        f"  rounds (critical path)     {stats['rounds']}",
-        f"  sequential rounds, same grid {stats['sequential_rounds']}"
-        f"  ({stats['sequential_rounds'] / max(stats['rounds'], 1):.1f}x)",
-        f"  score evaluations/sample   {stats['evaluations']}",
-        f"  wall time                  {stats['wall_time']:.2f} s "
-        f"(score {stats['score_time']:.2f} s, noise {stats['noise_time']:.2f} s, "
-        f"communication {stats['communication_time']:.2f} s)",
-    ]
-    lines += [f"  {name:<27}{value:.4g}" for name, value in scalars.items()]
-    return "\n".join(lines)
+    from .progress import summary_table
+    return summary_table(config, n_ranks, config.resolved_time_ranks(n_ranks), stats, accuracy)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

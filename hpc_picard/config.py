@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass, fields
 
@@ -48,6 +49,9 @@ class RunConfig:
     max_batch: int = 0           # 0: one score call per sweep, however large
     # where
     output: str = "samples.h5"
+    # checkpoint and restart (operations, docs/operations.md)
+    checkpoint: str = ""         # "": no checkpoints
+    checkpoint_every: int = 1    # blocks between checkpoints
     # analytic model options
     grf_k0: float = 4.0
     grf_alpha: float = 2.0
@@ -127,6 +131,7 @@ class RunConfig:
             raise ConfigError(f"--seed must be non-negative, got {self.seed}")
         if self.max_batch < 0:
             raise ConfigError(f"--max-batch must be non-negative, got {self.max_batch}")
+        self.validate_operations()
         if self.model == "grf" and math.isqrt(self.dim) ** 2 != self.dim:
             raise ConfigError(f"the grf model needs --dim to be a perfect square (n x n grid), got {self.dim}")
         if self.model == "grf" and not self.grf_k0 > 0:
@@ -153,6 +158,17 @@ class RunConfig:
         self.check_output_path()
         return self
 
+    # -- operations: process grid, checkpoints (docs/operations.md) ----------------------
+    def validate_operations(self):
+        if self.time_ranks < 0:
+            raise ConfigError(f"--time-ranks must be non-negative (0: all ranks), got {self.time_ranks}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+        if self.checkpoint:
+            if os.path.abspath(self.checkpoint) == os.path.abspath(self.output):
+                raise ConfigError(f"--checkpoint and --output must be different files, both are {self.output}")
+            _check_writable_directory(self.checkpoint, "checkpoint")
+
     def resolved_time_ranks(self, num_ranks: int) -> int:
         """Ranks per sample group. Sequential samplers have no time axis to split."""
         if self.sampler.startswith("sequential"):
@@ -160,11 +176,27 @@ class RunConfig:
         return self.time_ranks if self.time_ranks > 0 else num_ranks
 
     def check_output_path(self):
-        directory = os.path.dirname(os.path.abspath(self.output))
-        if not os.path.isdir(directory):
-            raise ConfigError(f"output directory {directory} does not exist")
-        if not os.access(directory, os.W_OK):
-            raise ConfigError(f"output directory {directory} is not writable")
+        _check_writable_directory(self.output, "output")
+
+
+def _check_writable_directory(path: str, what: str):
+    """Fail before computing if ``path`` cannot be created: its directory must exist and
+    accept a new file. os.access says yes to root everywhere (even on read-only
+    mounts), so root probes with a real file; other users do not, which spares a
+    shared file system one probe per rank."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"{what} directory {directory} does not exist")
+    writable = os.access(directory, os.W_OK | os.X_OK)
+    if writable and os.geteuid() == 0:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError:
+            writable = False
+    if not writable:
+        raise ConfigError(f"{what} directory {directory} is not writable")
 
 
 def model_kind(name: str) -> str:

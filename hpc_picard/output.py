@@ -4,7 +4,8 @@ Layout (docs/usage.md):
 
     /samples                       (num_samples, dim)
     /  attrs: config (JSON), hpc_picard_version, n_ranks
-    /stats attrs: rounds, evaluations, wall_time, ... and accuracy scalars
+    /stats attrs: rounds, evaluations, wall_time, score_time, communication_time,
+                  io_time, noise_time, restarts, ... and accuracy scalars
     /stats/sweeps_per_block, /stats/residual_per_block, accuracy arrays
     /model attrs and datasets: the analytic target's defining parameters
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 import h5py
 import numpy as np
@@ -41,6 +43,10 @@ def write_atomic(path: str, fill) -> None:
             fill(fh)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -50,16 +56,29 @@ def write_atomic(path: str, fill) -> None:
 
 def write_samples(path: str, samples: np.ndarray, config_json: str, n_ranks: int,
                   stats: dict, per_block: dict, model_parameters: dict,
-                  accuracy: dict | None = None) -> None:
+                  accuracy: dict | None = None, io_started: float | None = None) -> dict:
+    """Write the output file atomically; returns the stats as written.
+
+    ``io_started`` is the time.perf_counter() value at which output I/O began: the
+    seconds since then, up to the stats being written, are added to ``io_time`` and
+    ``wall_time`` so that the file's figures include writing the samples.
+    """
+    written = dict(stats)
+
     def fill(fh):
         fh.create_dataset("samples", data=samples)
         fh.attrs["config"] = config_json
         fh.attrs["hpc_picard_version"] = __version__
         fh.attrs["n_ranks"] = n_ranks
+        if io_started is not None:
+            elapsed = time.perf_counter() - io_started
+            for name in ("io_time", "wall_time"):
+                written[name] = written.get(name, 0.0) + elapsed
         st = fh.create_group("stats")
-        for name, value in {**stats, **per_block, **(accuracy or {})}.items():
+        for name, value in {**written, **per_block, **(accuracy or {})}.items():
             _put(st, name, value)
         model = fh.create_group("model")
         for name, value in model_parameters.items():
             _put(model, name, value)
     write_atomic(path, fill)
+    return written

@@ -5,17 +5,20 @@ communicator explicitly; nothing below it reaches for COMM_WORLD.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import noise
+from . import checkpoint, noise
 from .config import RunConfig
 from .grid import TimeGrid
 from .models import build_model
 from .parallel import Communicator, ProcessGrid
 from .samplers import SamplerContext, build_sampler
+
+log = logging.getLogger("hpc_picard")
 
 
 @dataclass
@@ -42,12 +45,18 @@ def initial_state(config: RunConfig, samples: np.ndarray, dim: int) -> np.ndarra
     return y0.astype(config.dtype)
 
 
-def run(config: RunConfig, world: Communicator, model=None, on_block=None, log=None) -> RunResult:
+def run(config: RunConfig, world: Communicator, model=None, on_block=None,
+        on_sweep=None, resume: bool = False, placement_log=None) -> RunResult:
     """Sample ``config.num_samples`` points; the config must already be validated.
 
-    ``on_block(block_index, block_stats)`` is called on every rank after each block.
-    ``log(line)``, if given, is called on world rank 0 with one line per rank saying
-    where it runs (host, rank, device) before sampling starts.
+    ``on_block(block_index, block_stats)`` is called on every rank after each block
+    (and its checkpoint), ``on_sweep(block_index, sweep, residual)`` after each Picard
+    sweep (residual: the sqrt of max_m r_m, docs/method.md). With
+    ``config.checkpoint`` set, the state is checkpointed every ``checkpoint_every``
+    blocks and after the last; with ``resume`` the run continues from that checkpoint
+    if it exists (raising checkpoint.CheckpointError on every rank if it is refused).
+    Before sampling starts, world rank 0 logs one line per rank saying where it runs
+    (host, rank, device): to ``placement_log(line)`` if given, else the logger.
     """
     from . import devices
     start = time.perf_counter()
@@ -57,40 +66,71 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None, log=N
     placement = devices.place(config.device, world)
     world.cuda_aware = devices.mpi_is_cuda_aware(config.cuda_aware_mpi)
     where = world.allgather_obj(placement.describe())
-    if log is not None and world.rank == 0:
+    if world.rank == 0:
         for line in where:
-            log(line)
+            (placement_log or log.info)(line)
     model = build_model(config, device=placement.torch_device) if model is None else model
     pgrid = ProcessGrid.build(world, config.resolved_time_ranks(world.size))
     first, stop = pgrid.sample_range(config.num_samples)
     samples = np.arange(first, stop)
     context = SamplerContext(model=model, comm=pgrid.time, samples=samples,
                              dtype=np.dtype(config.dtype), seed=config.seed,
-                             max_batch=config.max_batch)
+                             max_batch=config.max_batch, on_sweep=on_sweep)
     sampler = build_sampler(config, context)
 
-    y = initial_state(config, samples, model.dim)
-    sweeps, residuals, evaluations = [], [], 0
-    for block in grid.blocks:
+    io_seconds = 0.0
+    saved = None
+    if config.checkpoint and resume:
+        saved, io_seconds = checkpoint.load(pgrid, config.checkpoint, config)
+        if saved is None:
+            log.info("no checkpoint at %s: starting from block 0", config.checkpoint)
+        else:
+            log.info("resuming from %s at block %d of %d", config.checkpoint,
+                     saved.next_block, grid.num_blocks)
+    if saved is None:
+        saved = checkpoint.RunState(next_block=0, states=None)
+        y = initial_state(config, samples, model.dim)
+    else:
+        saved.restarts += 1
+        y = np.ascontiguousarray(saved.states[first:stop])
+    sweeps, residuals = list(saved.sweeps), list(saved.residuals)
+    evaluations = saved.evaluations
+
+    def timings() -> dict:
+        """Cumulative seconds, earlier segments (rank 0's clock) plus this one."""
+        now = {"wall_time": time.perf_counter() - start,
+               "score_time": context.timers.score_seconds,
+               "noise_time": context.timers.noise_seconds,
+               "communication_time": pgrid.comm_seconds(),
+               "io_time": io_seconds}
+        return {k: v + saved.timings.get(k, 0.0) for k, v in now.items()}
+
+    for block in grid.blocks[saved.next_block:]:
         y, bstats = sampler.run_block(block, y)
         sweeps.append(bstats.sweeps)
         evaluations += bstats.evaluations
         residuals.append(bstats.residual)
+        log.debug("block %d/%d: %d sweeps, residual %.3g", block.index + 1, grid.num_blocks,
+                  bstats.sweeps, bstats.residual)
+        done = block.index + 1
+        if config.checkpoint and (done % config.checkpoint_every == 0 or done == grid.num_blocks):
+            state = checkpoint.RunState(next_block=done, states=None, sweeps=sweeps,
+                                        residuals=residuals, evaluations=evaluations,
+                                        restarts=saved.restarts, timings=timings())
+            io_seconds += checkpoint.save(pgrid, config.checkpoint, y, state, config)
+            log.debug("checkpoint after block %d written to %s", done, config.checkpoint)
         if on_block is not None:
             on_block(block.index, bstats)
 
     # Every time rank of a group holds the group's samples: time rank 0 of each group
     # sends them to world rank 0 (time rank 0 of group 0) over the sample communicator.
     gathered = pgrid.samples.gather_rows(y, root=0) if pgrid.time.rank == 0 else None
-    wall = time.perf_counter() - start
     stats = {
         "rounds": int(sum(sweeps)),
         "evaluations": evaluations,
         "sequential_rounds": grid.total_slices,
-        "wall_time": wall,
-        "score_time": context.timers.score_seconds,
-        "noise_time": context.timers.noise_seconds,
-        "communication_time": pgrid.comm_seconds(),
+        **timings(),
+        "restarts": saved.restarts,
     }
     per_block = {"sweeps_per_block": np.array(sweeps, dtype=np.int64),
                  "residual_per_block": np.array(residuals, dtype=np.float64)}

@@ -50,7 +50,7 @@ def test_run_logs_where_each_rank_runs(tmp_path):
     lines = []
     config = RunConfig(model="grf", dim=16, num_samples=4, blocks=2, steps_per_block=4,
                        device="cpu", output=str(tmp_path / "x.h5"))
-    result = run(config.validate(), Communicator.self_comm(), log=lines.append)
+    result = run(config.validate(), Communicator.self_comm(), placement_log=lines.append)
     assert len(lines) == 1 and "rank 0/1" in lines[0] and "device cpu" in lines[0]
     assert result.placement.kind == "cpu"
 
@@ -128,7 +128,7 @@ def test_placement_logs_every_rank(tmp_path_factory):
     lines = []
     config = RunConfig(model="grf", dim=16, num_samples=8, blocks=2, steps_per_block=8,
                        device="auto", output=os.devnull)
-    run(config, world, log=lines.append)
+    run(config, world, placement_log=lines.append)
     ok = (len(lines) == world.size) if world.rank == 0 else (lines == [])
     if world.rank == 0:
         ok = ok and all(f"rank {i}/{world.size}" in line for i, line in enumerate(lines))

@@ -175,6 +175,27 @@ class Communicator:
                             cuda_aware=self.cuda_aware)
 
 
+class GroupCommunicator(Communicator):
+    """The time communicator of one sample group whose max-reductions span every group.
+
+    Samplers decide when a block's sweeps stop (and whether they diverge) with
+    ``allreduce_max`` of their residuals. Reducing that over all groups, not just this
+    one, makes every group stop at the same sweep with the verdict a single rank would
+    reach on the whole batch, so the samples do not depend on how the ranks are split
+    into sample groups. All other collectives stay inside the group.
+    """
+
+    def __init__(self, comm, verdicts: Communicator):
+        super().__init__(comm)
+        self.verdicts = verdicts
+
+    def allreduce_max(self, value: float) -> float:
+        return self.verdicts.allreduce_max(value)
+
+    def allreduce_obj_max(self, value):
+        return self.verdicts.allreduce_obj_max(value)
+
+
 def world() -> Communicator:
     """The job's world communicator. Only the CLI and drivers call this."""
     return Communicator(MPI.COMM_WORLD)

@@ -2,13 +2,15 @@
 
 P ranks form P / P_t sample groups of P_t consecutive ranks. Inside a group the ranks
 split the time slices of each block (the time communicator); ranks with the same
-position in their groups form the sample communicator, used to collect results.
+position in their groups form the sample communicator, used to collect results. The
+time communicator's max-reductions (convergence verdicts) span all groups, so every
+group runs the same sweeps and the samples do not depend on the split.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .comm import Communicator
+from .comm import Communicator, GroupCommunicator
 from .decomposition import balanced_range
 
 
@@ -26,8 +28,12 @@ class ProcessGrid:
             raise ValueError(
                 f"--time-ranks {time_ranks} must divide the number of ranks ({world.size})")
         group, position = divmod(world.rank, time_ranks)
+        time = world.split(group, position)
+        if world.size > time_ranks:
+            # convergence verdicts over every group: samples independent of the split
+            time = GroupCommunicator(time.comm, verdicts=world)
         return cls(world=world,
-                   time=world.split(group, position),
+                   time=time,
                    samples=world.split(position, group),
                    group=group, num_groups=world.size // time_ranks)
 

@@ -46,7 +46,9 @@ class SamplerContext:
     samples:  global indices of the samples this rank holds (keys of the noise);
     dtype:    the state's dtype; sums are accumulated in float64 regardless;
     seed:     the run's seed;
-    max_batch: the most rows one score call receives (larger batches are chunked).
+    max_batch: the most rows one score call receives (larger batches are chunked);
+    on_sweep: called as on_sweep(block_index, sweep, residual) after each Picard sweep
+              (progress display, --verbose logs), or None.
     """
     model: object
     comm: Communicator
@@ -55,6 +57,7 @@ class SamplerContext:
     seed: int
     max_batch: int = 0
     timers: Timers = field(default_factory=Timers)
+    on_sweep: object = None
 
 
 class Sampler:

@@ -22,6 +22,7 @@ import numpy as np
 from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
 from .base import BlockStats, Sampler
+from .monitor import SweepMonitor
 
 
 class PicardSampler(Sampler):
@@ -80,6 +81,7 @@ class PicardSampler(Sampler):
         states[...] = y0_64
         residual = np.inf
         sweeps = 0
+        monitor = SweepMonitor(block, self.picard_iters, self.tol, self.ctx.on_sweep)
         for sweeps in range(1, self.picard_iters + 1):
             self.score(states[:owned].astype(self.ctx.dtype, copy=False), times,
                        block.index, lo, out=score)
@@ -99,6 +101,7 @@ class PicardSampler(Sampler):
             np.square(g, out=g)
             diff = g.sum(axis=2) / scale
             residual = comm.allreduce_max(float(diff.max()) if owned else 0.0)
+            monitor.check(sweeps, residual)
             states, rebuilt = rebuilt, states
             if self.tol > 0 and residual <= self.tol**2:
                 break

@@ -75,7 +75,7 @@ def test_sampling_on_gpu_matches_cpu():
     base = dict(model="digits", num_samples=8, sampler="piadm-sde", blocks=2, steps_per_block=8,
                 picard_iters=8, tol=0.0, output=os.devnull)
     lines = []
-    gpu = run(RunConfig(device="cuda", **base).validate(), Communicator.self_comm(), log=lines.append)
+    gpu = run(RunConfig(device="cuda", **base).validate(), Communicator.self_comm(), placement_log=lines.append)
     cpu = run(RunConfig(device="cpu", **base).validate(), Communicator.self_comm())
     assert "cuda:0" in lines[0]
     assert rel_err(gpu.samples, cpu.samples) < 10 * TF32_RTOL

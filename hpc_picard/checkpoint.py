@@ -1,0 +1,224 @@
+"""Checkpoints between blocks: the whole sampler state in one HDF5 file.
+
+Between blocks the run is defined by the index of the next block, the block-end states
+of all samples (num_samples, d), and the counters so far (docs/method.md, "The MPI
+decomposition"). A checkpoint stores exactly that, plus the resolved configuration and
+a hash of the fields that change the samples, so that ``--resume`` continues the same
+computation or refuses to.
+
+Layout:
+
+    /states                 (num_samples, d), the run's dtype, fletcher32-checksummed
+    /sweeps_per_block       (next_block,) int64, fletcher32
+    /residual_per_block     (next_block,) float64, fletcher32
+    / attrs: format, next_block, evaluations, restarts, config (JSON), config_hash,
+             n_ranks, hpc_picard_version, and the cumulative seconds of earlier segments
+             (wall_time, score_time, noise_time, communication_time, io_time)
+
+Writes go through :func:`hpc_picard.output.write_atomic` (temporary file, fsync,
+rename): the previous checkpoint stays valid until the new one is complete, and a
+checkpoint at the final path is never half written.
+
+Only world rank 0 touches the file. :func:`save` and :func:`load` are collective over
+the process grid: states are gathered to rank 0 before a write, and the verdict of a
+read (a state or a refusal) is broadcast, so every rank raises the same error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .output import write_atomic
+
+FORMAT = 1
+
+#: RunConfig fields that do not change the samples: where files go and how the work is
+#: split over ranks (results at another rank count agree to round-off). Every other
+#: field, including ones added later, counts towards the config hash.
+NON_RESULT_FIELDS = ("output", "checkpoint", "checkpoint_every", "time_ranks", "max_batch")
+
+#: cumulative wall-clock seconds carried from one segment of a run to the next
+TIMINGS = ("wall_time", "score_time", "noise_time", "communication_time", "io_time")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: reported as one line, exit code 2."""
+
+
+@dataclass
+class RunState:
+    """The state of a run between blocks.
+
+    next_block:  index of the first block still to run (0 .. num_blocks);
+    states:      (num_samples, d) block-end states of all samples, in sample order,
+                 at reverse time = end of block next_block - 1 (or Y_0 at block 0);
+    sweeps, residuals: per finished block, as in RunResult.per_block;
+    evaluations: score evaluations per sample so far;
+    restarts:    how many times the run was resumed to reach this state;
+    timings:     cumulative seconds of earlier segments (TIMINGS), rank 0's clock.
+    """
+    next_block: int
+    states: np.ndarray
+    sweeps: list = field(default_factory=list)
+    residuals: list = field(default_factory=list)
+    evaluations: int = 0
+    restarts: int = 0
+    timings: dict = field(default_factory=dict)
+
+
+def result_fields(config) -> dict:
+    """The configuration fields that change the samples, by name."""
+    values = json.loads(config.to_json())
+    return {k: v for k, v in values.items() if k not in NON_RESULT_FIELDS}
+
+
+def config_hash(config) -> str:
+    """sha256 of the result fields (sorted JSON): equal hashes, equal computations."""
+    text = json.dumps(result_fields(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def differing_fields(stored_json: str, config) -> list:
+    """Names of the result fields whose stored value differs from ``config``'s."""
+    stored = json.loads(stored_json)
+    current = result_fields(config)
+    names = sorted(set(current) | (set(stored) - set(NON_RESULT_FIELDS)))
+    return [name for name in names if stored.get(name, "<absent>") != current.get(name, "<absent>")]
+
+
+# -- the file (rank 0 only) -----------------------------------------------------------
+def write(path: str, state: RunState, config, n_ranks: int) -> None:
+    """Write ``state`` atomically to ``path`` (one rank)."""
+    def fill(fh):
+        _checksummed(fh, "states", state.states)
+        _checksummed(fh, "sweeps_per_block", np.asarray(state.sweeps, dtype=np.int64))
+        _checksummed(fh, "residual_per_block", np.asarray(state.residuals, dtype=np.float64))
+        fh.attrs["format"] = FORMAT
+        fh.attrs["next_block"] = state.next_block
+        fh.attrs["evaluations"] = state.evaluations
+        fh.attrs["restarts"] = state.restarts
+        fh.attrs["config"] = config.to_json()
+        fh.attrs["config_hash"] = config_hash(config)
+        fh.attrs["n_ranks"] = n_ranks
+        fh.attrs["hpc_picard_version"] = __version__
+        for name in TIMINGS:
+            fh.attrs[name] = float(state.timings.get(name, 0.0))
+    write_atomic(path, fill)
+
+
+def _checksummed(fh, name: str, array: np.ndarray):
+    """A dataset in row chunks of about a megabyte, each with a fletcher32 checksum that
+    h5py verifies on read (an empty array has no chunks to check)."""
+    if array.size == 0:
+        fh.create_dataset(name, data=array)
+        return
+    rows = max(1, min(array.shape[0], (1 << 20) // max(1, array[0].nbytes)))
+    fh.create_dataset(name, data=array, fletcher32=True, chunks=(rows,) + array.shape[1:])
+
+
+def read(path: str, config) -> RunState:
+    """Read and check the checkpoint at ``path`` against ``config`` (one rank).
+
+    Raises CheckpointError if the file is unreadable, truncated or corrupt (checksum),
+    was written by a run whose result fields differ, or holds inconsistent shapes.
+    """
+    try:
+        with h5py.File(path, "r") as fh:
+            attrs = {name: fh.attrs[name] for name in fh.attrs}
+            if attrs.get("format") != FORMAT:
+                raise CheckpointError(f"checkpoint {path} is not an hpc_picard checkpoint "
+                                      f"(format {attrs.get('format')!r}, expected {FORMAT})")
+            stored_config = str(attrs["config"])
+            if attrs["config_hash"] != config_hash(config):
+                names = differing_fields(stored_config, config)
+                stored = json.loads(stored_config)
+                detail = ", ".join(f"{n} (checkpoint {stored.get(n)!r}, now {getattr(config, n, None)!r})"
+                                   for n in names)
+                raise CheckpointError(
+                    f"checkpoint {path} was written with a different configuration: {detail or 'unknown fields'}; "
+                    f"rerun with the checkpoint's values or start over without --resume")
+            states = fh["states"][...]
+            sweeps = [int(v) for v in fh["sweeps_per_block"][...]]
+            residuals = [float(v) for v in fh["residual_per_block"][...]]
+    except CheckpointError:
+        raise
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        # h5py reports a failed fletcher32 check, a truncated file and a damaged header
+        # all as OSError; a missing dataset or attribute as KeyError.
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({_reason(exc)}); "
+                              f"restore it or start over without --resume") from None
+    next_block = int(attrs["next_block"])
+    expected = (config.num_samples, config.dim)
+    if (states.shape != expected or states.dtype != np.dtype(config.dtype)
+            or not 0 <= next_block <= config.blocks
+            or len(sweeps) != next_block or len(residuals) != next_block):
+        raise CheckpointError(f"checkpoint {path} is inconsistent: states {states.shape} "
+                              f"{states.dtype}, {len(sweeps)} block records, next block "
+                              f"{next_block}; expected {expected} {config.dtype}")
+    return RunState(next_block=next_block, states=states, sweeps=sweeps, residuals=residuals,
+                    evaluations=int(attrs["evaluations"]), restarts=int(attrs["restarts"]),
+                    timings={name: float(attrs.get(name, 0.0)) for name in TIMINGS})
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+# -- collective over the process grid -------------------------------------------------
+def save(pgrid, path: str, y_local: np.ndarray, state: RunState, config) -> float:
+    """Gather every group's states to world rank 0 and write the checkpoint there.
+
+    Collective over ``pgrid.samples`` on time rank 0 of each group (every time rank of
+    a group holds the same states). ``state.states`` is ignored and replaced by the
+    gathered array. Returns the seconds rank 0 spent writing (0 elsewhere).
+    """
+    gathered = pgrid.samples.gather_rows(y_local, root=0) if pgrid.time.rank == 0 else None
+    if pgrid.world.rank != 0:
+        return 0.0
+    start = time.perf_counter()
+    state.states = gathered
+    write(path, state, config, pgrid.world.size)
+    return time.perf_counter() - start
+
+
+def load(pgrid, path: str, config) -> tuple:
+    """Read the checkpoint on world rank 0 and share it with every rank.
+
+    Returns (RunState, seconds rank 0 spent reading) on every rank, with state None
+    when there is no file at ``path``. Raises CheckpointError on every rank alike when
+    rank 0 refuses the file. The states, (num_samples, d), reach every rank; each
+    takes its own sample rows.
+    """
+    start = time.perf_counter()
+    verdict, state = None, None
+    if pgrid.world.rank == 0:
+        if not os.path.exists(path):
+            verdict = ("missing", None)
+        else:
+            try:
+                state = read(path, config)
+                # the counters travel as a small object, the states as a buffer
+                verdict = ("ok", RunState(state.next_block, None, state.sweeps, state.residuals,
+                                          state.evaluations, state.restarts, state.timings))
+            except CheckpointError as exc:
+                verdict = ("refused", str(exc))
+    elapsed = time.perf_counter() - start
+    kind, detail = pgrid.world.bcast_obj(verdict, root=0)
+    if kind == "refused":
+        raise CheckpointError(detail)
+    if kind == "missing":
+        return None, elapsed
+    states = state.states if state is not None else \
+        np.empty((config.num_samples, config.dim), dtype=config.dtype)
+    detail.states = pgrid.world.bcast_array(states, root=0)
+    return detail, elapsed

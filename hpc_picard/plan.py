@@ -1,0 +1,117 @@
+"""``--dry-run``: what a run would do, computed from the configuration alone.
+
+The plan needs no MPI and no score evaluation: the time grid, how the process grid
+splits ranks into sample groups and time ranks, which slices and samples each rank
+owns, the rounds and score evaluations for a fixed number of sweeps K per block (an
+upper bound when tol > 0 lets blocks stop early), an estimate of each rank's working
+memory, and the device each rank would use.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .grid import TimeGrid
+from .parallel import balanced_range
+from .samplers import SAMPLERS
+
+#: bytes of one float64 number: the samplers accumulate in float64 whatever the dtype
+F64 = 8
+
+
+def make_plan(config, n_ranks: int) -> dict:
+    """The plan of a validated config on ``n_ranks`` ranks, as plain data."""
+    grid = TimeGrid.build(config.T, config.delta, config.blocks, config.steps_per_block)
+    time_ranks = config.resolved_time_ranks(n_ranks)
+    groups = n_ranks // time_ranks
+    time_parallel = SAMPLERS[config.sampler].time_parallel
+    slices = config.steps_per_block
+    sweeps = config.picard_iters if time_parallel else slices
+    state_bytes = np.dtype(config.dtype).itemsize
+
+    ranks = []
+    for rank in range(n_ranks):
+        group, position = divmod(rank, time_ranks)
+        first, stop = balanced_range(config.num_samples, groups, group)
+        lo, hi = balanced_range(slices, time_ranks, position) if time_parallel else (0, slices)
+        ranks.append({"rank": rank, "group": group, "time_rank": position,
+                      "samples": (first, stop), "slices": (lo, hi),
+                      "memory_bytes": _memory(config, stop - first, hi - lo, rank == 0,
+                                              time_parallel, state_bytes),
+                      "device": "cpu"})
+    return {
+        "sampler": config.sampler, "model": config.model, "dim": config.dim,
+        "num_samples": config.num_samples, "n_ranks": n_ranks,
+        "time_ranks": time_ranks, "sample_groups": groups,
+        "blocks": grid.describe(),
+        "rounds": grid.num_blocks * sweeps,
+        "sequential_rounds": grid.total_slices,
+        "evaluations_per_sample": grid.num_blocks * sweeps * (slices if time_parallel else 1),
+        "sweeps_per_block": sweeps, "early_stopping": time_parallel and config.tol > 0,
+        "checkpoints": (-(-grid.num_blocks // config.checkpoint_every) if config.checkpoint else 0),
+        "ranks": ranks,
+    }
+
+
+def _memory(config, samples: int, owned: int, is_root: bool, time_parallel: bool,
+            state_bytes: int) -> int:
+    """Working arrays of one rank, in bytes (the model's own temporaries not included).
+
+    Picard: two float64 trajectories of owned + 1 states, the increments g and the
+    block's noise (owned states each), the scores in the state dtype, and the start
+    and end states. Sequential: the block's noise and a few states. Rank 0 also holds
+    every sample once for the output and the checkpoints.
+    """
+    row = samples * config.dim
+    if time_parallel:
+        total = (2 * (owned + 1) + 2 * owned) * row * F64 + owned * row * state_bytes + 2 * row * F64
+    else:
+        total = config.steps_per_block * row * F64 + 4 * row * F64
+    if is_root:
+        total += config.num_samples * config.dim * state_bytes
+    return int(total)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def format_plan(plan: dict, max_rows: int = 16) -> str:
+    """The plan as text; long block and rank lists are cut to their ends."""
+    bound = "at most " if plan["early_stopping"] else ""
+    lines = [
+        f"plan: {plan['sampler']} on {plan['model']} (d={plan['dim']}), "
+        f"{plan['num_samples']} samples, {plan['n_ranks']} rank(s)",
+        f"process grid: {plan['sample_groups']} sample group(s) x {plan['time_ranks']} time rank(s)",
+        f"rounds: {bound}{plan['rounds']} ({plan['sweeps_per_block']} per block; "
+        f"sequential: {plan['sequential_rounds']})",
+        f"score evaluations per sample: {bound}{plan['evaluations_per_sample']}",
+        f"checkpoints: {plan['checkpoints']}",
+        "blocks (forward time t, from T down to delta):",
+        "  block  slices   t_start       t_end         min_step      max_step",
+    ]
+    for row in _cut(plan["blocks"], max_rows):
+        lines.append("  ..." if row is None else
+                     f"  {row['block']:>5}  {row['slices']:>6}   {row['t_start']:<12.6g}  "
+                     f"{row['t_end']:<12.6g}  {row['min_step']:<12.4g}  {row['max_step']:<12.4g}")
+    lines.append("ranks:")
+    lines.append("  rank  group  time_rank  samples       slices      memory      device")
+    for row in _cut(plan["ranks"], max_rows):
+        if row is None:
+            lines.append("  ...")
+            continue
+        samples = f"[{row['samples'][0]}, {row['samples'][1]})"
+        slices = f"[{row['slices'][0]}, {row['slices'][1]})"
+        lines.append(f"  {row['rank']:>4}  {row['group']:>5}  {row['time_rank']:>9}  {samples:<12}  "
+                     f"{slices:<10}  {_bytes(row['memory_bytes']):<10}  {row['device']}")
+    return "\n".join(lines)
+
+
+def _cut(rows: list, max_rows: int) -> list:
+    if len(rows) <= max_rows:
+        return rows
+    half = max_rows // 2
+    return rows[:half] + [None] + rows[-half:]

@@ -1,0 +1,38 @@
+#!/bin/bash
+# hpc_picard on CPU nodes under Slurm: one MPI rank per core.
+# A template: jobscripts/make_sweep.py fills the @...@ fields (docs/operations.md).
+#SBATCH --job-name=@JOB_NAME@
+#SBATCH --nodes=@NODES@
+#SBATCH --ntasks-per-node=@RANKS_PER_NODE@
+#SBATCH --cpus-per-task=1
+#SBATCH --time=@TIME@
+#SBATCH --output=@JOB_NAME@-%j.log
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@@GRACE@
+@EXTRA_DIRECTIVES@
+set -euo pipefail
+
+# The cluster's MPI and the virtual environment whose mpi4py was built against it.
+@ENV_SETUP@
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+# The checkpoint is named by the job name, the samples by the job id: a requeued job
+# keeps its id and continues from the checkpoint (--resume starts from block 0 when
+# there is none yet).
+CHECKPOINT=@JOB_NAME@.ckpt.h5
+OUTPUT=@JOB_NAME@-${SLURM_JOB_ID}.h5
+
+# Slurm sends USR1 @GRACE@ s before the wall-time limit (--signal above): requeue, so
+# the job comes back and resumes from the last checkpoint.
+requeue() {
+    echo "$(date -Is) wall time nearly up: requeueing job ${SLURM_JOB_ID}"
+    scontrol requeue "${SLURM_JOB_ID}"
+}
+trap requeue USR1
+
+echo "$(date -Is) job ${SLURM_JOB_ID} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NUM_NODES} node(s)"
+# srun in the background and `wait`, so that bash runs the trap while srun runs.
+srun --kill-on-bad-exit=1 picard-sample @PICARD_ARGS@ \
+    --checkpoint "${CHECKPOINT}" --resume --output "${OUTPUT}" --no-progress &
+wait $!

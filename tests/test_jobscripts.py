@@ -1,0 +1,91 @@
+"""Job script templates and the scaling-sweep generator (jobscripts/)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GENERATOR = os.path.join(ROOT, "jobscripts", "make_sweep.py")
+
+
+def generate(tmp_path, *args, picard=("--dim", "64", "--num-samples", "8", "--blocks", "4",
+                                     "--steps-per-block", "16")):
+    out = tmp_path / "jobs"
+    result = subprocess.run([sys.executable, GENERATOR, *args, "--out", str(out), "--", *picard],
+                            capture_output=True, text=True, timeout=60)
+    return result, out
+
+
+def scripts(out) -> dict:
+    return {name: (out / name).read_text() for name in sorted(os.listdir(out))}
+
+
+@pytest.mark.parametrize("scheduler", ["slurm", "pbs"])
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_every_template_renders_to_valid_bash(tmp_path, scheduler, device):
+    result, out = generate(tmp_path, "--scheduler", scheduler, "--device", device,
+                           "--ranks", "1,4,8", "--ranks-per-node", "4", "--time", "00:30:00")
+    assert result.returncode == 0, result.stderr
+    files = scripts(out)
+    assert sorted(files) == ["picard-strong-p00001.sh", "picard-strong-p00004.sh",
+                             "picard-strong-p00008.sh", "submit-all.sh"]
+    for name, text in files.items():
+        assert not re.search(r"@[A-Z_]+@", text), f"unfilled field in {name}"
+        subprocess.run(["bash", "-n", str(out / name)], check=True, timeout=30)
+    eight = files["picard-strong-p00008.sh"]
+    assert "--checkpoint \"${CHECKPOINT}\" --resume" in eight
+    assert "CHECKPOINT=picard-strong-p00008.ckpt.h5" in eight
+    assert "--dim 64 --num-samples 8 --blocks 4 --steps-per-block 16" in eight
+    if scheduler == "slurm":
+        assert "#SBATCH --nodes=2" in eight and "#SBATCH --ntasks-per-node=4" in eight
+        assert "#SBATCH --requeue" in eight and "--output=picard-strong-p00008-%j.log" in eight
+        assert "scontrol requeue" in eight
+        assert "sbatch picard-strong-p00001.sh" in files["submit-all.sh"]
+    else:
+        assert "#PBS -l select=2:" in eight and "mpiprocs=4" in eight and "#PBS -r y" in eight
+        assert "mpiexec -n 8" in eight and "$(( 1800 - 120 ))" in eight
+        assert "OUTPUT=picard-strong-p00008-${JOB_ID}.h5" in eight
+        assert "qsub picard-strong-p00004.sh" in files["submit-all.sh"]
+    if device == "gpu":
+        assert "bind-gpu.sh picard-sample" in eight
+        assert ("gpus-per-node=4" in eight) if scheduler == "slurm" else ("ngpus=4" in eight)
+
+
+def test_weak_scaling_grows_the_chosen_size(tmp_path):
+    result, out = generate(tmp_path, "--scheduler", "slurm", "--mode", "weak", "--ranks", "1,2,4")
+    assert result.returncode == 0, result.stderr
+    files = scripts(out)
+    for p in (1, 2, 4):
+        assert f"--steps-per-block {16 * p}" in files[f"picard-weak-p{p:05d}.sh"]
+    result, out = generate(tmp_path, "--scheduler", "slurm", "--mode", "weak",
+                           "--weak-scale", "num_samples", "--ranks", "2", "--name", "ws")
+    assert "--num-samples 16" in scripts(out)["ws-weak-p00002.sh"]
+
+
+@pytest.mark.parametrize("picard, message", [
+    (("--time-ranks", "3"), "4 ranks: --time-ranks 3 must divide the number of ranks (4)"),
+    (("--dim", "10"), "perfect square"),
+    (("--output", "x.h5"), "--output is set by the job scripts"),
+    (("--bogus", "1"), "unknown picard-sample option '--bogus'"),
+])
+def test_a_sweep_that_could_not_run_fails_before_writing(tmp_path, picard, message):
+    result, out = generate(tmp_path, "--scheduler", "slurm", "--ranks", "4", picard=picard)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_bind_gpu_picks_the_local_rank(tmp_path):
+    bind = os.path.join(ROOT, "jobscripts", "bind-gpu.sh")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_LOCALID", "MPI_LOCALRANKID")}
+    run = lambda extra: subprocess.run([bind, "sh", "-c", "echo $CUDA_VISIBLE_DEVICES"],  # noqa: E731
+                                       env={**env, **extra}, capture_output=True, text=True,
+                                       timeout=30).stdout.strip()
+    assert run({"MPI_LOCALRANKID": "3"}) == "3"
+    assert run({"SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "4,5,6,7"}) == "5"
+    assert run({"SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "6"}) == "6"
