@@ -89,9 +89,11 @@ def test_cli_samples_digits_and_saves_images(tmp_path):
     res = subprocess.run(
         [os.path.join(BIN, "picard-sample"), "--model", "digits", "--num-samples", "4",
          "--blocks", "2", "--steps-per-block", "4", "--output", str(tmp_path / "d.h5"),
-         "--save-images", str(png)], capture_output=True, text=True, timeout=240)
+         "--save-images", str(png), "--device", "cpu", "--cuda-aware-mpi", "no"],
+        capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "classifier_confidence" in res.stdout
+    assert "device cpu" in res.stderr                        # the placement log line
     image = read_png(png)
     assert image.shape == (2 * 33 + 1, 2 * 33 + 1)           # 2x2 tiles of 8x8 at scale 4
     import h5py

@@ -37,7 +37,8 @@ class DeviceGaussianRandomField(GaussianRandomField):
         xp, n = self.xp, self.n
         x = np.asarray(x)
         xd = xp.asarray(x, dtype=xp.float64).reshape(-1, n, n)
-        td = xp.asarray(np.broadcast_to(np.asarray(t, dtype=np.float64), (x.shape[0],)))
+        td = xp.asarray(np.ascontiguousarray(np.broadcast_to(np.asarray(t, dtype=np.float64),
+                                                             (x.shape[0],))))
         level = xp.exp(-2.0 * td)[:, None, None]
         f = xp.fft.rfft2(xd, norm="ortho")
         f /= self._eig_half_xp[None] * level + (1.0 - level)

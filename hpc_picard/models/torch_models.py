@@ -183,9 +183,13 @@ class NetworkScoreModel(ScoreModel):
         return max(1, int(GPU_MEMORY_FRACTION * free) // per_row)
 
     def _parameter_count(self) -> int:
+        """Parameters of the network, or of the module a wrapper holds (``.unet``,
+        ``.module``), or 1 for a plain function."""
         torch = _torch()
-        if isinstance(self.network, torch.nn.Module):
-            return sum(p.numel() for p in self.network.parameters())
+        for candidate in (self.network, getattr(self.network, "unet", None),
+                          getattr(self.network, "module", None)):
+            if isinstance(candidate, torch.nn.Module):
+                return sum(p.numel() for p in candidate.parameters())
         return 1
 
     def score(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
