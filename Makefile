@@ -7,25 +7,28 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 MPIEXEC := $(BIN)/mpiexec
 # CPU build of torch for CI (installed from local wheels here); a GPU user runs
-# `make install TORCH_SPEC=` and installs their own torch first.
-TORCH_SPEC ?=
+# `make install TORCH_SPEC=` and installs their own torch first. Unpinned, pip would
+# pull a multi-GB CUDA build: keep this pinned. diffusers and scikit-learn (the
+# `models` extra) resolve against this torch without upgrading it.
+TORCH_SPEC ?= torch==2.13.0
 RANKS  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-serial test-mpi bench clean help
+.PHONY: install run test test-serial test-mpi bench gpu-check clean help
 
 help:
 	@echo "make run      sample the default GRF target on $(RANKS) MPI ranks -> samples.h5"
 	@echo "make test     the whole test suite, serial and MPI (1 to 4 ranks)"
 	@echo "make bench    benchmarks (drivers/), printing numbers"
 	@echo "make install  create $(VENV) with everything the above need"
+	@echo "make gpu-check  GPU tests and a short GPU benchmark (needs a CUDA torch, docs/models.md)"
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[mpi-wheel,test,plot]' $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[mpi-wheel,test,plot,models]' $(TORCH_SPEC)
 	@touch $(STAMP)
 
 run: install
@@ -47,6 +50,12 @@ test-mpi: install
 bench: install
 	$(PY) drivers/bench_scores.py
 	$(MPIEXEC) -n $(RANKS) $(PY) drivers/acceptance.py
+
+# On a GPU node: `make gpu-check TORCH_SPEC=` after installing a CUDA torch (and cupy)
+# into $(VENV). The GPU tests skip, and the benchmark says so, where no GPU is visible.
+gpu-check: install
+	$(PY) -m pytest -q -m gpu -p no:cacheprovider tests/gpu
+	$(PY) drivers/gpu_bench.py
 
 clean:
 	rm -rf $(VENV) samples.h5 .pytest_cache

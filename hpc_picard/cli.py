@@ -11,14 +11,15 @@ import sys
 
 import click
 
-from .config import DTYPES, MODELS, SAMPLERS, ConfigError, RunConfig
+from .config import CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, ConfigError, RunConfig
 
 _DEFAULTS = RunConfig()
 
 # (flag, field, type, help). Defaults come from RunConfig so the file, the CLI and the
 # library agree; an option left out on the command line is None and does not override.
 OPTIONS = [
-    ("--model", "model", click.Choice(MODELS), "Score model: an analytic target."),
+    ("--model", "model", str, "Score model: grf, gmm (analytic), digits (trained demo), "
+     "diffusers:PATH (local diffusers folder) or module:factory (your own)."),
     ("--dim", "dim", int, "Data dimension d (a perfect square for grf)."),
     ("--num-samples", "num_samples", int, "Number of samples."),
     ("--sampler", "sampler", click.Choice(SAMPLERS), "Sampling algorithm."),
@@ -41,6 +42,11 @@ OPTIONS = [
     # checkpoint and restart (docs/operations.md)
     ("--checkpoint", "checkpoint", str, "HDF5 checkpoint file written between blocks (empty: none)."),
     ("--checkpoint-every", "checkpoint_every", int, "Blocks between checkpoints."),
+    # models and devices (issue 5)
+    ("--device", "device", click.Choice(DEVICES), "Where scores run: auto (a GPU if visible), cpu, cuda."),
+    ("--cuda-aware-mpi", "cuda_aware_mpi", click.Choice(CUDA_AWARE_CHOICES),
+     "Hand GPU buffers to MPI directly (auto: detect from the MPI library)."),
+    ("--save-images", "save_images", str, "Write the samples as a PNG grid to this file."),
 ]
 
 
@@ -104,6 +110,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
         return
 
     from .checkpoint import CheckpointError
+    from .devices import DeviceError
     from .progress import Progress, configure_logging, sweep_logger
     from .runner import run
     from .samplers import SamplingError
@@ -122,7 +129,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
     except CheckpointError as exc:
         progress.close()
         _error(comm, str(exc))
-    except SamplingError as exc:
+    except (SamplingError, DeviceError) as exc:
         progress.close()
         sys.stderr.write(f"picard-sample: error on rank {comm.rank}: {exc}\n")
         sys.stderr.flush()
@@ -151,7 +158,17 @@ def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
 
     from .models import build_model
     from .output import write_samples
-    model = build_model(config)
+    model = result.model if getattr(result, "model", None) is not None else build_model(config)
+    # A network fixes d; the file records the d the samples have.
+    config = config.replace(dim=int(model.dim))
+    if config.save_images:
+        from .models.digits import image_grid, write_png
+        side = image_side(model)
+        if side is None:
+            click.echo(f"picard-sample: warning: d={model.dim} samples are not images; "
+                       f"--save-images skipped", err=True)
+        else:
+            write_png(config.save_images, image_grid(result.samples, side))
     accuracy = model.accuracy(result.samples, config.delta, config.seed) \
         if hasattr(model, "accuracy") else {}
     stats = write_samples(config.output, result.samples, config.to_json(), n_ranks,
@@ -161,9 +178,53 @@ def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
         click.echo(summary(config, n_ranks, stats, accuracy))
 
 
+def image_side(model):
+    """(height, width) of one sample as an image: the model's own layout, else a square;
+    None if neither fits."""
+    import math
+    shape = getattr(model, "image_shape", None) or getattr(model, "shape", None)
+    if shape is not None and len(shape) >= 2:
+        # (C, H, W) networks: the C channels of a sample stacked vertically, in grey
+        height, width = int(math.prod(shape[:-1])), int(shape[-1])
+        if height * width == model.dim:
+            return (height, width)
+    side = math.isqrt(model.dim)
+    return (side, side) if side * side == model.dim else None
+
+
 def summary(config, n_ranks, stats, accuracy) -> str:
     from .progress import summary_table
     return summary_table(config, n_ranks, config.resolved_time_ranks(n_ranks), stats, accuracy)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_file", type=str, default=None,
+              help="TOML file of options (keys as option names); command-line options override it.")
+@click.option("--points", type=int, default=8, help="Test points per check.")
+@_with_options
+def check_main(config_file, points, **options):
+    """Check a score model before a long run: shapes, dtypes, devices, finiteness, the
+    time convention. Takes the same options as picard-sample; exit code 1 on failure.
+
+    e.g. `picard-check-model --model mypackage.models:make_score --dim 256`.
+    """
+    from .parallel import Communicator
+    overrides = {k: v for k, v in options.items() if v is not None}
+    comm = Communicator.self_comm()
+    try:
+        config = RunConfig.from_sources(config_file, overrides).validate(1)
+    except ConfigError as exc:
+        click.echo(f"picard-check-model: error: {exc}", err=True)
+        sys.exit(2)
+    from . import devices
+    from .check import check_model
+    from .models import build_model
+    placement = devices.place(config.device, comm)
+    click.echo(f"picard-check-model: {config.model} on {placement.describe()}")
+    model = build_model(config, device=placement.torch_device)
+    report = check_model(model, T=config.T, delta=config.delta, points=points, seed=config.seed)
+    click.echo(report.text())
+    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ from dataclasses import dataclass, fields
 
 SAMPLERS = ("sequential-sde", "piadm-sde")
 MODELS = ("grf", "gmm")
+# Models and devices (issue 5): built-in networks, and the two spellings that name a
+# model from outside (a local diffusers folder, a user's factory function).
+NETWORK_MODELS = ("digits",)
+DIFFUSERS_PREFIX = "diffusers:"
+DEVICES = ("auto", "cpu", "cuda")
+CUDA_AWARE_CHOICES = ("auto", "yes", "no")
 DTYPES = ("float64", "float32")
 
 
@@ -52,6 +58,10 @@ class RunConfig:
     gmm_components: int = 8
     gmm_std: float = 0.5
     gmm_radius: float = 6.0
+    # models and devices (issue 5)
+    device: str = "auto"          # auto: a GPU where one is visible, else the CPU
+    cuda_aware_mpi: str = "auto"  # auto: trust the MPI library's GPU-support switches
+    save_images: str = ""         # PNG grid of the samples ("" : none)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -91,8 +101,16 @@ class RunConfig:
         Needs nothing but the configuration and the rank count, so every rank reaches
         the same verdict without communicating.
         """
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        check_model_name(self.model)
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+        if self.cuda_aware_mpi not in CUDA_AWARE_CHOICES:
+            raise ConfigError(f"--cuda-aware-mpi must be one of: {', '.join(CUDA_AWARE_CHOICES)}, "
+                              f"got {self.cuda_aware_mpi!r}")
+        if self.save_images:
+            directory = os.path.dirname(os.path.abspath(self.save_images))
+            if not os.path.isdir(directory):
+                raise ConfigError(f"--save-images directory {directory} does not exist")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.dtype not in DTYPES:
@@ -179,6 +197,35 @@ def _check_writable_directory(path: str, what: str):
             writable = False
     if not writable:
         raise ConfigError(f"{what} directory {directory} is not writable")
+
+
+def model_kind(name: str) -> str:
+    """"analytic", "network" (built in), "diffusers" or "factory" (module:function)."""
+    if name in MODELS:
+        return "analytic"
+    if name in NETWORK_MODELS:
+        return "network"
+    if name.startswith(DIFFUSERS_PREFIX):
+        return "diffusers"
+    return "factory"
+
+
+def check_model_name(name: str):
+    """ConfigError unless ``name`` is a built-in model, diffusers:PATH to an existing
+    folder, or a module:factory spelling (imported only when the model is built)."""
+    kind = model_kind(name)
+    if kind == "diffusers":
+        path = name[len(DIFFUSERS_PREFIX):]
+        if not os.path.isdir(path):
+            raise ConfigError(f"--model {name}: folder {path} does not exist")
+        return
+    if kind == "factory":
+        module, sep, attr = name.partition(":")
+        dotted = all(part.isidentifier() for part in module.split(".")) and \
+            all(part.isidentifier() for part in attr.split("."))
+        if not sep or not dotted:
+            raise ConfigError(f"unknown model {name!r}; choose one of: "
+                              f"{', '.join(MODELS + NETWORK_MODELS)}, diffusers:PATH or module:factory")
 
 
 def _flag(name: str) -> str:

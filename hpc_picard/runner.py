@@ -23,10 +23,16 @@ log = logging.getLogger("hpc_picard")
 
 @dataclass
 class RunResult:
-    """samples: (num_samples, d) on world rank 0, None elsewhere; stats: on every rank."""
+    """samples: (num_samples, d) on world rank 0, None elsewhere; stats: on every rank.
+
+    model: the score model the run used (its dim is the samples' d); placement: where
+    this rank evaluated it (:class:`hpc_picard.devices.Placement`).
+    """
     samples: np.ndarray | None
     stats: dict = field(default_factory=dict)
     per_block: dict = field(default_factory=dict)
+    model: object = None
+    placement: object = None
 
 
 def build_grid(config: RunConfig) -> TimeGrid:
@@ -40,7 +46,7 @@ def initial_state(config: RunConfig, samples: np.ndarray, dim: int) -> np.ndarra
 
 
 def run(config: RunConfig, world: Communicator, model=None, on_block=None,
-        on_sweep=None, resume: bool = False) -> RunResult:
+        on_sweep=None, resume: bool = False, placement_log=None) -> RunResult:
     """Sample ``config.num_samples`` points; the config must already be validated.
 
     ``on_block(block_index, block_stats)`` is called on every rank after each block
@@ -49,10 +55,21 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     ``config.checkpoint`` set, the state is checkpointed every ``checkpoint_every``
     blocks and after the last; with ``resume`` the run continues from that checkpoint
     if it exists (raising checkpoint.CheckpointError on every rank if it is refused).
+    Before sampling starts, world rank 0 logs one line per rank saying where it runs
+    (host, rank, device): to ``placement_log(line)`` if given, else the logger.
     """
+    from . import devices
     start = time.perf_counter()
     grid = build_grid(config)
-    model = build_model(config) if model is None else model
+    # Placement is collective (the node-local split), so every rank does it, and
+    # before any model is built: the model is created on the rank's device.
+    placement = devices.place(config.device, world)
+    world.cuda_aware = devices.mpi_is_cuda_aware(config.cuda_aware_mpi)
+    where = world.allgather_obj(placement.describe())
+    if world.rank == 0:
+        for line in where:
+            (placement_log or log.info)(line)
+    model = build_model(config, device=placement.torch_device) if model is None else model
     pgrid = ProcessGrid.build(world, config.resolved_time_ranks(world.size))
     first, stop = pgrid.sample_range(config.num_samples)
     samples = np.arange(first, stop)
@@ -118,4 +135,4 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     per_block = {"sweeps_per_block": np.array(sweeps, dtype=np.int64),
                  "residual_per_block": np.array(residuals, dtype=np.float64)}
     return RunResult(samples=gathered if world.rank == 0 else None, stats=stats,
-                     per_block=per_block)
+                     per_block=per_block, model=model, placement=placement)

@@ -44,7 +44,7 @@ def write(tmp_path, name, text):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "nope"], "Invalid value for '--model'"),
+    (["--model", "nope"], "unknown model 'nope'"),
     (["--sampler", "nope"], "Invalid value for '--sampler'"),
     (["--dim", "10"], "the grf model needs --dim to be a perfect square (n x n grid), got 10"),
     (["--dim", "0"], "--dim must be positive, got 0"),

@@ -83,7 +83,7 @@ def test_config_file_and_override(tmp_path):
     (["--T", "0.0001"], "--T must exceed --delta"),
     (["--tol", "-1"], "--tol must be non-negative"),
     (["--output", "/nonexistent/x.h5"], "does not exist"),
-    (["--model", "nope"], "Invalid value for '--model'"),
+    (["--model", "nope"], "unknown model 'nope'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, needle):
     res = subprocess.run([tool("picard-sample"), *SMALL, *args] +

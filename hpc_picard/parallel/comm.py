@@ -23,11 +23,14 @@ class Communicator:
     time waiting for other ranks, which is where load imbalance shows up).
     """
 
-    def __init__(self, comm):
+    def __init__(self, comm, cuda_aware: bool = False):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.comm_seconds = 0.0
+        #: whether device (cupy / torch CUDA) buffers may go to MPI directly; if not,
+        #: the array collectives stage them through host memory (see _to_buffer)
+        self.cuda_aware = cuda_aware
 
     @classmethod
     def self_comm(cls) -> "Communicator":
@@ -40,23 +43,68 @@ class Communicator:
         finally:
             self.comm_seconds += time.perf_counter() - start
 
+    # -- device arrays ---------------------------------------------------------------
+    def _to_buffer(self, array):
+        """(buffer MPI may read, whether it was staged) for a numpy or device array.
+
+        Device arrays (cupy, torch) are synchronised first, so that MPI never reads a
+        buffer a kernel is still writing. Without a GPU-aware MPI they are copied to
+        host memory and the result is copied back by :meth:`_from_buffer`.
+        """
+        from .. import devices
+        if not devices.is_device_array(array):
+            return array, False
+        devices.synchronize(array)
+        if self.cuda_aware and hasattr(array, "__cuda_array_interface__"):
+            return array, False
+        return np.ascontiguousarray(devices.to_host(array)), True
+
+    @staticmethod
+    def _from_buffer(result, template, staged: bool):
+        if not staged:
+            return result
+        from .. import devices
+        return devices.like(result, template)
+
     # -- collectives on arrays --------------------------------------------------------
-    def exscan_sum(self, local: np.ndarray) -> np.ndarray:
-        """Exclusive prefix sum over ranks of a float64 array; zeros on rank 0."""
+    def exscan_sum(self, local):
+        """Exclusive prefix sum over ranks of a float64 array; zeros on rank 0.
+
+        Accepts numpy or device arrays (staged through the host unless cuda_aware)
+        and returns the same kind.
+        """
+        template = local
+        local, staged = self._to_buffer(local)
+        if not staged and not isinstance(local, np.ndarray):
+            return self._device_collective(self.comm.Exscan, local, zero_rank0=True)
         local = np.ascontiguousarray(local, dtype=np.float64)
         out = np.zeros_like(local)
         if self.size > 1:
             self._timed(self.comm.Exscan, local, out, MPI.SUM)
             if self.rank == 0:          # MPI leaves rank 0's receive buffer undefined
                 out[...] = 0.0
-        return out
+        return self._from_buffer(out, template, staged)
 
-    def allreduce_sum(self, local: np.ndarray) -> np.ndarray:
+    def allreduce_sum(self, local):
+        """Sum over ranks of a float64 array (numpy or device array, returned alike)."""
+        template = local
+        local, staged = self._to_buffer(local)
+        if not staged and not isinstance(local, np.ndarray):
+            return self._device_collective(self.comm.Allreduce, local, zero_rank0=False)
         local = np.ascontiguousarray(local, dtype=np.float64)
         if self.size == 1:
-            return local.copy()
+            return self._from_buffer(local.copy(), template, staged)
         out = np.empty_like(local)
         self._timed(self.comm.Allreduce, local, out, MPI.SUM)
+        return self._from_buffer(out, template, staged)
+
+    def _device_collective(self, collective, local, zero_rank0: bool):
+        """A SUM collective straight on device buffers (GPU-aware MPI only)."""
+        out = local.clone() if hasattr(local, "clone") else local.copy()
+        if self.size > 1:
+            self._timed(collective, local, out, MPI.SUM)
+        if zero_rank0 and self.rank == 0:
+            out[...] = 0
         return out
 
     def allreduce_max(self, value: float) -> float:
@@ -67,13 +115,20 @@ class Communicator:
         self._timed(self.comm.Allreduce, buf, out, MPI.MAX)
         return float(out[0])
 
-    def bcast_array(self, array: np.ndarray, root: int) -> np.ndarray:
-        """Broadcast a contiguous array whose shape and dtype every rank already knows."""
+    def bcast_array(self, array, root: int):
+        """Broadcast a contiguous array whose shape and dtype every rank already knows.
+
+        numpy or device arrays; device arrays are staged through the host unless
+        cuda_aware, and come back as the same kind on the same device.
+        """
         if self.size == 1:
             return array
-        array = np.ascontiguousarray(array)
+        template = array
+        array, staged = self._to_buffer(array)
+        if isinstance(array, np.ndarray):
+            array = np.ascontiguousarray(array)
         self._timed(self.comm.Bcast, array, root)
-        return array
+        return self._from_buffer(array, template, staged)
 
     def gather_rows(self, local: np.ndarray, root: int = 0):
         """Concatenate every rank's rows (axis 0) on ``root`` in rank order; None elsewhere."""
@@ -106,7 +161,18 @@ class Communicator:
             self._timed(self.comm.Barrier)
 
     def split(self, color: int, key: int) -> "Communicator":
-        return Communicator(self.comm.Split(color, key))
+        return Communicator(self.comm.Split(color, key), cuda_aware=self.cuda_aware)
+
+    def node_local(self) -> "Communicator":
+        """The ranks of this communicator that share this rank's node (memory domain).
+
+        An ``MPI.COMM_TYPE_SHARED`` split; its rank is the node-local index that picks
+        this rank's GPU. Collective.
+        """
+        if self.size == 1:
+            return self
+        return Communicator(self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank),
+                            cuda_aware=self.cuda_aware)
 
 
 class GroupCommunicator(Communicator):

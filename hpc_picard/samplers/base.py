@@ -85,10 +85,9 @@ class Sampler:
               first_slice: int, out: np.ndarray | None = None) -> np.ndarray:
         """Scores at states of shape (J, S, d), slice j at forward time times[j].
 
-        The batch is handed to the model in chunks of ``max_batch`` rows (default: about
-        2^18 numbers a chunk, which keeps the model's temporaries in cache and out of the
-        page-fault path) and written into ``out`` if given. Non-finite output is an
-        error naming the block, the slice and the rank.
+        The batch is handed to the model in chunks of ``max_batch`` rows and written
+        into ``out`` if given. With max_batch 0 the model picks (:meth:`auto_chunk`).
+        Non-finite output is an error naming the block, the slice and the rank.
         """
         J, S, d = states.shape
         flat = states.reshape(J * S, d)
@@ -96,7 +95,7 @@ class Sampler:
         if out is None:
             out = np.empty(states.shape, dtype=states.dtype)
         dest = out.reshape(J * S, d)
-        chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else max(1, DEFAULT_CHUNK // d)
+        chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
         start = time.perf_counter()
         for i in range(0, J * S, chunk):
             dest[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
@@ -108,6 +107,19 @@ class Sampler:
                 f"non-finite score in block {block_index}, slice {first_slice + bad} "
                 f"(forward time t={float(times[bad]):.6g}) on time rank {self.ctx.comm.rank}")
         return out
+
+    def auto_chunk(self, dim: int) -> int:
+        """Rows per score call when --max-batch is 0.
+
+        A model that knows its device says so (``preferred_batch()``: a GPU model sizes
+        chunks to its free device memory, a network on the CPU to its cache); otherwise
+        about 2^18 numbers a chunk, which keeps an analytic target's temporaries in
+        cache and out of the page-fault path.
+        """
+        preferred = getattr(self.ctx.model, "preferred_batch", None)
+        if preferred is not None:
+            return max(1, int(preferred()))
+        return max(1, DEFAULT_CHUNK // dim)
 
     def increments(self, block, slices) -> np.ndarray:
         """The Gaussian increments xi_j of this block's given slices: (J, S, d), float64."""
