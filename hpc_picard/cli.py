@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .config import DTYPES, MODELS, SAMPLERS, ConfigError, RunConfig
+from .config import ACCELERATIONS, DTYPES, INITIAL_GUESSES, MODELS, SAMPLERS, ConfigError, RunConfig
 
 _DEFAULTS = RunConfig()
 
@@ -38,6 +38,15 @@ OPTIONS = [
     ("--gmm-components", "gmm_components", int, "GMM: number of components C."),
     ("--gmm-std", "gmm_std", float, "GMM: standard deviation of each component."),
     ("--gmm-radius", "gmm_radius", float, "GMM: norm of the component means."),
+    # the ODE corrector, ParaDiGMS, sweep variants and plans (docs/samplers.md)
+    ("--corrector-steps", "corrector_steps", int, "piadm-ode: Langevin corrector slices per block end (0: off)."),
+    ("--corrector-time", "corrector_time", float, "piadm-ode: corrector duration in reverse time (capped near the data end)."),
+    ("--corrector-friction", "corrector_friction", float, "piadm-ode: corrector friction gamma."),
+    ("--window", "window", int, "paradigms: slices per sliding window p."),
+    ("--initial-guess", "initial_guess", click.Choice(INITIAL_GUESSES), "piadm: first iterate of the sweeps."),
+    ("--accelerate", "accelerate", click.Choice(ACCELERATIONS), "piadm: mixing of the sweeps."),
+    ("--anderson-depth", "anderson_depth", int, "piadm: differences kept by --accelerate anderson."),
+    ("--accuracy", "accuracy", float, "> 0: choose T, blocks, slices and sweeps for KL <= accuracy^2."),
 ]
 
 

@@ -54,13 +54,18 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None) -> Ru
 
     y = initial_state(config, samples, model.dim)
     sweeps, residuals, evaluations = [], [], 0
-    for block in grid.blocks:
-        y, bstats = sampler.run_block(block, y)
+    # A whole-trajectory sampler (paradigms) slides across block boundaries: it reports
+    # the whole grid as one record, with index 0.
+    steps = [(0, lambda y: sampler.run_trajectory(grid, y))] if sampler.whole_trajectory \
+        else [(block.index, lambda y, block=block: sampler.run_block(block, y))
+              for block in grid.blocks]
+    for index, advance in steps:
+        y, bstats = advance(y)
         sweeps.append(bstats.sweeps)
         evaluations += bstats.evaluations
         residuals.append(bstats.residual)
         if on_block is not None:
-            on_block(block.index, bstats)
+            on_block(index, bstats)
 
     # Every time rank of a group holds the group's samples: time rank 0 of each group
     # sends them to world rank 0 (time rank 0 of group 0) over the sample communicator.

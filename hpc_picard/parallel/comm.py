@@ -67,6 +67,29 @@ class Communicator:
         self._timed(self.comm.Allreduce, buf, out, MPI.MAX)
         return float(out[0])
 
+    def allreduce_min(self, value: float) -> float:
+        if self.size == 1:
+            return float(value)
+        buf = np.array([value], dtype=np.float64)
+        out = np.empty(1, dtype=np.float64)
+        self._timed(self.comm.Allreduce, buf, out, MPI.MIN)
+        return float(out[0])
+
+    def allgather_rows(self, local: np.ndarray, counts) -> np.ndarray:
+        """Concatenate every rank's float64 rows (axis 0) on every rank, in rank order.
+
+        ``counts[r]`` is rank r's number of rows, known to every rank beforehand (so no
+        extra message is needed to learn them).
+        """
+        local = np.ascontiguousarray(local, dtype=np.float64)
+        if self.size == 1:
+            return local.copy()
+        counts = np.asarray(counts, dtype=np.int64)
+        row = int(np.prod(local.shape[1:], dtype=np.int64))
+        out = np.empty((int(counts.sum()),) + local.shape[1:], dtype=np.float64)
+        self._timed(self.comm.Allgatherv, local, [out, counts * row, MPI.DOUBLE])
+        return out
+
     def bcast_array(self, array: np.ndarray, root: int) -> np.ndarray:
         """Broadcast a contiguous array whose shape and dtype every rank already knows."""
         if self.size == 1:
