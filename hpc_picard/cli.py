@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from .plans import resolve_plan
 from .config import ACCELERATIONS, DTYPES, INITIAL_GUESSES, MODELS, SAMPLERS, ConfigError, RunConfig
 
 _DEFAULTS = RunConfig()
@@ -80,7 +81,8 @@ def main(config_file, overwrite, quiet, **options):
     comm = world()
     overrides = {k: v for k, v in options.items() if v is not None}
     try:
-        config = RunConfig.from_sources(config_file, overrides).validate(comm.size)
+        # --accuracy fills in T, blocks, slices and sweeps (plans.py) before validation.
+        config = resolve_plan(RunConfig.from_sources(config_file, overrides)).validate(comm.size)
         if os.path.exists(config.output) and not overwrite:
             raise ConfigError(f"output file {config.output} exists; pass --overwrite to replace it")
     except ConfigError as exc:

@@ -69,8 +69,11 @@ def sequential_variance(grid: TimeGrid, path: str, lam, v0: float = 1.0) -> np.n
     var = np.full(len(lam), float(v0))
     for block in grid.blocks:
         a, c, b, factor = _slice_arrays(block, path, lam)
-        for j in range(block.num_slices):
-            var = (a[j] + c[j] * factor[j]) ** 2 * var + b[j] ** 2
+        # v_M = prod_j alpha_j v_0 + sum_j b_j^2 prod_{i>j} alpha_i, all slices at once.
+        alpha = (a[:, None] + c[:, None] * factor) ** 2              # (M, modes)
+        after = np.cumprod(alpha[::-1], axis=0)[::-1]                # prod_{i>=j} alpha_i
+        after = np.vstack([after[1:], np.ones((1, len(lam)))])       # prod_{i>j} alpha_i
+        var = after[0] * alpha[0] * var + (b[:, None] ** 2 * after).sum(axis=0)
     return var
 
 

@@ -15,6 +15,7 @@ from .config import RunConfig
 from .grid import TimeGrid
 from .models import build_model
 from .parallel import Communicator, ProcessGrid
+from .plans import resolve_plan
 from .samplers import SamplerContext, build_sampler
 
 
@@ -42,6 +43,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None) -> Ru
     ``on_block(block_index, block_stats)`` is called on every rank after each block.
     """
     start = time.perf_counter()
+    config = resolve_plan(config)       # a no-op unless --accuracy asks for a plan
     grid = build_grid(config)
     model = build_model(config) if model is None else model
     pgrid = ProcessGrid.build(world, config.resolved_time_ranks(world.size))
