@@ -10,7 +10,11 @@ Search, per d (T chosen so that the initial law's error is 1% of the KL budget):
 - piadm-sde / piadm-ode: for blocks N in a candidate set and slices per block
   M = ceil(L_f / N), L_f the sequential steps that reach a fraction f of the budget
   (f in 0.5, 0.8), the fewest sweeps K per block; rounds = N K (plus the corrector's
-  sweeps for piadm-ode); the minimum over (N, f).
+  sweeps for piadm-ode, tried without a corrector and with 4 or 16 corrector slices,
+  each run to its exact fixed point); the minimum over all of these;
+- paradigms: window p = --window, total slices L_f as above, tol in 1, 0.3, 0.1, 0.03;
+  rounds from the expected residual (linear_analysis.paradigms_variance), on
+  --paradigms-bins eigenvalue bins (the covariance of the window costs ~ p^3 per bin).
 
 Prints the table and writes docs/figures/dimension_scaling.{png,json}.
 
@@ -82,9 +86,28 @@ def fewest_picard_rounds(path, lam, mult, T, delta, kl, corrector=None):
     return best
 
 
-def study(exponents, kl, delta, bins):
+def fewest_paradigms_rounds(lam, mult, T, delta, kl, window, bins_lam):
+    """(rounds, total slices, tol) of the cheapest ParaDiGMS run found (window fixed)."""
+    lam_p, mult_p = bins_lam
+    target = la.target_variance(lam_p, delta)
+    best = None
+    for fraction in BUDGET_FRACTIONS:
+        total = fewest_sequential_steps("sde", lam, mult, T, delta, fraction * kl)
+        grid = TimeGrid.build(T, delta, 1, total)
+        for tol in PARADIGMS_TOLERANCES:
+            var, rounds = la.paradigms_variance(grid, lam_p, mult_p, window, tol)
+            if la.kl_gaussian(var, target, mult_p) <= kl and (best is None or rounds < best[0]):
+                best = (rounds, total, tol)
+    return best
+
+
+#: corrector settings tried for piadm-ode: None, or (slices = sweeps)
+CORRECTORS = (None, 4, 16)
+PARADIGMS_TOLERANCES = (1.0, 0.3, 0.1, 0.03)
+
+
+def study(exponents, kl, delta, bins, window, paradigms_bins):
     rows = []
-    corrector = LangevinCorrector(steps=4, duration=1.0, friction=2.0, sweeps=4, tol=0.0)
     for e in exponents:
         d = 2**e
         model = GaussianRandomField(d)
@@ -94,25 +117,41 @@ def study(exponents, kl, delta, bins):
         row = {"d": d, "T": T}
         for path in ("sde", "ode"):
             row[f"sequential-{path}"] = fewest_sequential_steps(path, lam, mult, T, delta, kl)
-            plan = fewest_picard_rounds(path, lam, mult, T, delta, kl,
-                                        corrector if path == "ode" else None)
-            row[f"piadm-{path}"] = plan[0] if plan else None
-            row[f"piadm-{path}-plan"] = plan
+        row["piadm-sde-plan"] = fewest_picard_rounds("sde", lam, mult, T, delta, kl)
+        options = []
+        for steps in CORRECTORS:
+            corrector = None if steps is None else LangevinCorrector(
+                steps=steps, duration=1.0, friction=2.0, sweeps=steps, tol=0.0)
+            found = fewest_picard_rounds("ode", lam, mult, T, delta, kl, corrector)
+            if found:
+                options.append(found + (steps or 0,))
+        row["piadm-ode-plan"] = min(options) if options else None
+        row["paradigms-plan"] = fewest_paradigms_rounds(
+            lam, mult, T, delta, kl, window, la.grf_modes(model, paradigms_bins)) \
+            if window else None
+        for name in ("piadm-sde", "piadm-ode", "paradigms"):
+            row[name] = row[f"{name}-plan"][0] if row[f"{name}-plan"] else None
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
 
 
-SAMPLERS = ("sequential-sde", "piadm-sde", "sequential-ode", "piadm-ode")
+SAMPLERS = ("sequential-sde", "piadm-sde", "paradigms", "sequential-ode", "piadm-ode")
+
+
+def describe_plans(row) -> str:
+    sde, ode, para = row["piadm-sde-plan"], row["piadm-ode-plan"], row["paradigms-plan"]
+    parts = [f"sde N={sde[1]} M={sde[2]} K={sde[3]}" if sde else "sde -",
+             f"ode N={ode[1]} M={ode[2]} K={ode[3]} Mc={ode[4]}" if ode else "ode -",
+             f"paradigms L={para[1]} tol={para[2]}" if para else "paradigms -"]
+    return "; ".join(parts)
 
 
 def format_row(row):
     cells = [f"{row['d']:>7}", f"{row['T']:5.2f}"]
     cells += [f"{row[s] if row[s] is not None else '-':>14}" for s in SAMPLERS]
-    plans = [row[f"piadm-{p}-plan"] for p in ("sde", "ode")]
-    cells += ["  ".join(f"N={pl[1]},M={pl[2]},K={pl[3]}" if pl else "-" for pl in plans)]
-    return " ".join(cells)
+    return " ".join(cells) + "  " + describe_plans(row)
 
 
 def fit_growth(rows, name):
@@ -131,7 +170,7 @@ def plot(rows, path, kl):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for name, style in zip(SAMPLERS, ("o-", "s-", "o--", "s--")):
+    for name, style in zip(SAMPLERS, ("o-", "s-", "^-", "o--", "s--")):
         d = [r["d"] for r in rows if r[name]]
         y = [r[name] for r in rows if r[name]]
         power, polylog = fit_growth(rows, name)
@@ -152,20 +191,23 @@ def main():
     parser.add_argument("--kl", type=float, default=0.1, help="total KL budget (nats)")
     parser.add_argument("--delta", type=float, default=1e-3)
     parser.add_argument("--bins", type=int, default=256, help="eigenvalue bins (0: exact)")
+    parser.add_argument("--window", type=int, default=64, help="paradigms window (0: skip)")
+    parser.add_argument("--paradigms-bins", type=int, default=32,
+                        help="eigenvalue bins of the paradigms analysis (its cost is ~ p^3)")
     parser.add_argument("--out", default="docs/figures")
     args = parser.parse_args()
-    print(f"{'d':>7} {'T':>5} " + " ".join(f"{s:>14}" for s in SAMPLERS) + "  piadm plans")
-    rows = study(args.exponents, args.kl, args.delta, args.bins)
+    print(f"{'d':>7} {'T':>5} " + " ".join(f"{s:>14}" for s in SAMPLERS) + "  plans")
+    rows = study(args.exponents, args.kl, args.delta, args.bins, args.window, args.paradigms_bins)
     print()
     for name in SAMPLERS:
         power, polylog = fit_growth(rows, name)
         if power is not None:
             print(f"{name:<15} rounds ~ d^{power:.3f}   (or ~ (log d)^{polylog:.2f})")
     last = rows[-1]
-    if last["piadm-sde"]:
-        print(f"d = {last['d']}: sequential-sde / piadm-sde = "
-              f"{last['sequential-sde'] / last['piadm-sde']:.1f}x, sequential-ode / piadm-ode = "
-              f"{last['sequential-ode'] / last['piadm-ode']:.1f}x")
+    for seq, par in (("sequential-sde", "piadm-sde"), ("sequential-sde", "paradigms"),
+                     ("sequential-ode", "piadm-ode")):
+        if last[par]:
+            print(f"d = {last['d']}: {seq} / {par} = {last[seq] / last[par]:.1f}x")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "dimension_scaling.json"), "w") as fh:
         json.dump({"kl": args.kl, "delta": args.delta, "bins": args.bins, "rows": rows}, fh,

@@ -154,3 +154,71 @@ def corrector_variance(corrector, t: float, lam, var_in) -> np.ndarray:
         states = np.einsum("jab,jbsk->jask", sl.growth, base)
     x = states[-1, 0]                                             # (sources, modes)
     return x[0] ** 2 * var_in + (x[1:] ** 2).sum(axis=0)
+
+
+def paradigms_variance(grid: TimeGrid, lam, mult, window: int, tol: float,
+                       v0: float = 1.0) -> tuple:
+    """Output variance per mode of paradigms and its number of rounds: (var, rounds).
+
+    The window's state is the joint covariance, per mode, of its p+1 states and its p
+    increments xi (everything earlier is integrated out), so a round is C <- A C A^T
+    with the round's linear map A, followed by the slide. The slide needs the residual
+    r_m; this uses its expectation, sum_k mult_k E[(dY_{m,k})^2] / (d v_m), where the
+    sampler tests the largest r_m over its samples. For large d a sample's r_m is an
+    average over d modes and concentrates at its expectation (relative spread about
+    sqrt(2 / d_eff), d_eff the effective number of modes), so the rounds are those of a
+    run with a few samples; a run with many samples can need a few more.
+    """
+    times = grid.all_times()
+    steps = times[:-1] - times[1:]
+    total = len(steps)
+    _, c, b = step_coefficients(steps, "sde")
+    factor = -1.0 / target_variance(lam[None, :], times[:-1, None])   # (L, modes)
+    noise_scale = np.expm1(2.0 * steps)
+    dim = float(np.sum(mult))
+    p = int(window)
+    n = 2 * p + 1                                   # W_0..W_p, then xi_0..xi_{p-1}
+    modes = len(lam)
+    cov = np.zeros((modes, n, n))
+    cov[:, :p + 1, :p + 1] = v0
+    cov[:, p + 1:, p + 1:] = np.eye(p)
+    start, rounds = 0, 0
+    while start < total:
+        size = min(p, total - start)
+        sl = slice(start, start + size)
+        tau = np.concatenate([[0.0], np.cumsum(steps[sl])])
+        grow = np.exp(tau[1:])                      # E_i, i = 1..size
+        decay = np.exp(-tau[1:])                    # D_j, j = 0..size-1
+        A = np.broadcast_to(np.eye(n), (modes, n, n)).copy()
+        lower = np.tril(np.ones((size, size)))      # [i-1, j] = 1 for j < i
+        rows = np.arange(1, size + 1)
+        A[:, rows, :] = 0.0
+        A[:, rows, 0] = grow
+        weight = (grow[:, None] * lower)[None] * (decay * c[sl])[None, None, :] \
+            * factor[sl].T[:, None, :]              # (modes, size, size): state j -> state i
+        A[:, 1:size + 1, 0:size] += weight
+        A[:, 1:size + 1, p + 1:p + 1 + size] = grow[:, None] * lower * (decay * b[sl])[None, :]
+        product = A @ cov
+        new = product @ A.transpose(0, 2, 1)
+        diag_new = np.diagonal(new, axis1=1, axis2=2)[:, rows]
+        diag_cross = np.diagonal(product, axis1=1, axis2=2)[:, rows]
+        diag_old = np.diagonal(cov, axis1=1, axis2=2)[:, rows]
+        change = (mult[:, None] * (diag_new - 2 * diag_cross + diag_old)).sum(axis=0)
+        residual = change / (dim * noise_scale[sl])
+        failing = np.flatnonzero(residual > tol**2)
+        advance = int(failing[0]) + 1 if failing.size else size
+        rounds += 1
+        # Slide: W'_i = W_{advance+i} (W_size past the end), xi'_j = xi_{advance+j},
+        # fresh independent xi for the slots that enter.
+        keep = size - advance
+        order = np.concatenate([advance + np.minimum(np.arange(p + 1), keep),
+                                p + 1 + advance + np.arange(p)])
+        fresh = order[p + 1:] >= p + 1 + size
+        order[p + 1:][fresh] = 0
+        cov = new[:, order][:, :, order]
+        xi = np.flatnonzero(fresh) + p + 1
+        cov[:, xi, :] = 0.0
+        cov[:, :, xi] = 0.0
+        cov[:, xi, xi] = 1.0
+        start += advance
+    return cov[:, 0, 0], rounds

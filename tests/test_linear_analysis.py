@@ -74,3 +74,31 @@ def test_binned_modes_give_the_exact_kl():
         var = la.sequential_variance(grid, "sde", lam)
         kls.append(la.kl_gaussian(var, la.target_variance(lam, grid.delta), mult))
     assert abs(kls[1] / kls[0] - 1) < 1e-4
+
+
+def test_paradigms_analysis_zero_tolerance_is_sequential():
+    config = RunConfig(**SMALL)
+    lam = np.geomspace(1e-3, 1.0, 5)
+    mult = np.ones_like(lam)
+    grid = build_grid(config)
+    var, rounds = la.paradigms_variance(grid, lam, mult, window=4, tol=0.0)
+    np.testing.assert_allclose(var, la.sequential_variance(grid, "sde", lam), rtol=1e-10)
+    assert rounds == grid.total_slices
+
+
+def test_paradigms_analysis_matches_a_sampled_run():
+    """Rounds close to the sampler's (expected vs. largest residual) and the variance
+    within the sampling error of a one-sample-per-mode-class run of d = 1024."""
+    config = RunConfig(**{**SMALL, "sampler": "paradigms", "dim": 1024, "num_samples": 64,
+                          "window": 6, "tol": 0.1, "grf_k0": 4.0})
+    result = run(config.validate(1), Communicator.self_comm())
+    model = GaussianRandomField(config.dim, k0=config.grf_k0)
+    lam, mult = la.grf_modes(model)
+    var, rounds = la.paradigms_variance(build_grid(config), lam, mult, config.window, config.tol)
+    assert abs(rounds - result.stats["rounds"]) <= 2
+    sampled = la.kl_gaussian(var, la.target_variance(lam, config.delta), mult)
+    assert sampled > 0
+    power = (hartley(result.samples, model.n) ** 2).mean(axis=0)
+    _, inverse = np.unique(model.eigenvalues.ravel(), return_inverse=True)
+    ratio = (power / var[inverse]).mean()            # ~1 with error sqrt(2 / (d n))
+    assert abs(ratio - 1) < 5 * np.sqrt(2.0 / (config.dim * config.num_samples))
