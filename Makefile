@@ -12,12 +12,14 @@ TORCH_SPEC ?=
 RANKS  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-serial test-mpi bench clean help
+.PHONY: install run test test-serial test-mpi bench bench-dimension bench-sweeps clean help
 
 help:
 	@echo "make run      sample the default GRF target on $(RANKS) MPI ranks -> samples.h5"
 	@echo "make test     the whole test suite, serial and MPI (1 to 4 ranks)"
 	@echo "make bench    benchmarks (drivers/), printing numbers"
+	@echo "make bench-dimension  rounds vs d on the GRF at fixed KL -> docs/figures/"
+	@echo "make bench-sweeps     plain vs Anderson sweeps, constant vs noise-only guess"
 	@echo "make install  create $(VENV) with everything the above need"
 
 install: $(STAMP)
@@ -46,6 +48,13 @@ test-mpi: install
 
 bench: install
 	$(PY) drivers/acceptance.py
+
+# Rounds against dimension (exact linear analysis, a few minutes on one core).
+bench-dimension: install
+	$(PY) drivers/dimension_scaling.py --out docs/figures
+
+bench-sweeps: install
+	$(PY) drivers/sweep_acceleration.py
 
 clean:
 	rm -rf $(VENV) samples.h5 .pytest_cache
