@@ -56,18 +56,20 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None) -> Ru
 
     y = initial_state(config, samples, model.dim)
     sweeps, residuals, evaluations = [], [], 0
-    # A whole-trajectory sampler (paradigms) slides across block boundaries: it reports
-    # the whole grid as one record, with index 0.
-    steps = [(0, lambda y: sampler.run_trajectory(grid, y))] if sampler.whole_trajectory \
-        else [(block.index, lambda y, block=block: sampler.run_block(block, y))
-              for block in grid.blocks]
-    for index, advance in steps:
-        y, bstats = advance(y)
+    if sampler.whole_trajectory:
+        # ParaDiGMS slides its window across block boundaries: it gets the whole grid
+        # and is recorded as one block (index 0); the block loop below is then empty.
+        y, bstats = sampler.run_trajectory(grid, y)
+        sweeps, residuals, evaluations = [bstats.sweeps], [bstats.residual], bstats.evaluations
+        if on_block is not None:
+            on_block(0, bstats)
+    for block in (() if sampler.whole_trajectory else grid.blocks):
+        y, bstats = sampler.run_block(block, y)
         sweeps.append(bstats.sweeps)
         evaluations += bstats.evaluations
         residuals.append(bstats.residual)
         if on_block is not None:
-            on_block(index, bstats)
+            on_block(block.index, bstats)
 
     # Every time rank of a group holds the group's samples: time rank 0 of each group
     # sends them to world rank 0 (time rank 0 of group 0) over the sample communicator.
