@@ -12,7 +12,7 @@ Search, per d (T chosen so that the initial law's error is 1% of the KL budget):
   (f in 0.5, 0.8), the fewest sweeps K per block; rounds = N K (plus the corrector's
   sweeps for piadm-ode, tried without a corrector and with 4 or 16 corrector slices,
   each run to its exact fixed point); the minimum over all of these;
-- paradigms: window p = --window, total slices L_f as above, tol in 1, 0.3, 0.1, 0.03;
+- paradigms: window p = --window, total slices L_f as above, tol in 3, 1, 0.3, 0.1, 0.03;
   rounds from the expected residual (linear_analysis.paradigms_variance), on
   --paradigms-bins eigenvalue bins (the covariance of the window costs ~ p^3 per bin).
 
@@ -106,7 +106,7 @@ def fewest_paradigms_rounds(lam, mult, T, delta, kl, window, bins_lam):
 
 #: corrector settings tried for piadm-ode: None, or (slices = sweeps)
 CORRECTORS = (None, 4, 16)
-PARADIGMS_TOLERANCES = (1.0, 0.3, 0.1, 0.03)    # loosest first
+PARADIGMS_TOLERANCES = (3.0, 1.0, 0.3, 0.1, 0.03)    # loosest first
 
 
 def study(exponents, kl, delta, bins, window, paradigms_bins):
