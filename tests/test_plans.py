@@ -42,7 +42,7 @@ def test_plans_grow_logarithmically_in_blocks_and_sweeps():
 def test_resolve_plan_fills_the_config_only_when_asked():
     config = RunConfig(dim=256, sampler="piadm-ode", accuracy=0.2)
     resolved = resolve_plan(config)
-    expected = plan(256, 0.2, config.delta, "ode")
+    expected = {**plan(256, 0.2, config.delta, "ode"), "corrector_steps": 0}
     assert {k: getattr(resolved, k) for k in expected} == expected
     assert resolve_plan(resolved) == resolved                     # idempotent
     untouched = RunConfig(dim=256)
@@ -52,3 +52,19 @@ def test_resolve_plan_fills_the_config_only_when_asked():
 def test_negative_accuracy_is_rejected():
     with pytest.raises(ConfigError, match="--accuracy"):
         RunConfig(accuracy=-0.1).validate(1)
+
+
+def test_cli_applies_the_plan_and_writes_it_into_the_output(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import h5py
+    out = tmp_path / "planned.h5"
+    subprocess.run([sys.executable, "-m", "hpc_picard.cli", "--accuracy", "0.5", "--dim", "16",
+                    "--num-samples", "2", "--sampler", "piadm-sde", "--output", str(out),
+                    "--quiet"], check=True, timeout=120)
+    with h5py.File(out) as fh:
+        written = json.loads(fh.attrs["config"])
+    chosen = plan(16, 0.5, written["delta"], "sde")
+    assert {k: written[k] for k in chosen} == chosen
