@@ -43,7 +43,7 @@ OPTIONS = [
     ("--corrector-steps", "corrector_steps", int, "piadm-ode: Langevin corrector slices per block end (0: off)."),
     ("--corrector-time", "corrector_time", float, "piadm-ode: corrector duration in reverse time (capped near the data end)."),
     ("--corrector-friction", "corrector_friction", float, "piadm-ode: corrector friction gamma."),
-    ("--window", "window", int, "paradigms: slices per sliding window p."),
+    ("--window", "window", int, "paradigms: slices per sliding window p (a state is accepted once r <= tol^2)."),
     ("--initial-guess", "initial_guess", click.Choice(INITIAL_GUESSES), "piadm: first iterate of the sweeps."),
     ("--accelerate", "accelerate", click.Choice(ACCELERATIONS), "piadm: mixing of the sweeps."),
     ("--anderson-depth", "anderson_depth", int, "piadm: differences kept by --accelerate anderson."),
