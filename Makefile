@@ -14,12 +14,14 @@ TORCH_SPEC ?= torch==2.13.0
 RANKS  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-serial test-mpi bench gpu-check clean help
+.PHONY: install run test test-serial test-mpi bench bench-dimension bench-sweeps gpu-check clean help
 
 help:
 	@echo "make run      sample the default GRF target on $(RANKS) MPI ranks -> samples.h5"
 	@echo "make test     the whole test suite, serial and MPI (1 to 4 ranks)"
 	@echo "make bench    benchmarks (drivers/), printing numbers"
+	@echo "make bench-dimension  rounds vs d on the GRF at fixed KL -> docs/figures/"
+	@echo "make bench-sweeps     plain vs Anderson sweeps, constant vs noise-only guess"
 	@echo "make install  create $(VENV) with everything the above need"
 	@echo "make gpu-check  GPU tests and a short GPU benchmark (needs a CUDA torch, docs/models.md)"
 
@@ -56,6 +58,13 @@ bench: install
 gpu-check: install
 	$(PY) -m pytest -q -m gpu -p no:cacheprovider tests/gpu
 	$(PY) drivers/gpu_bench.py
+
+# Rounds against dimension (exact linear analysis, a few minutes on one core).
+bench-dimension: install
+	$(PY) drivers/dimension_scaling.py --out docs/figures
+
+bench-sweeps: install
+	$(PY) drivers/sweep_acceleration.py
 
 clean:
 	rm -rf $(VENV) samples.h5 .pytest_cache

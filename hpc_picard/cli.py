@@ -11,7 +11,9 @@ import sys
 
 import click
 
-from .config import CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, ConfigError, RunConfig
+from .config import (ACCELERATIONS, CUDA_AWARE_CHOICES, DEVICES, DTYPES, INITIAL_GUESSES,
+                     SAMPLERS, ConfigError, RunConfig)
+from .plans import resolve_plan
 
 _DEFAULTS = RunConfig()
 
@@ -47,6 +49,15 @@ OPTIONS = [
     ("--cuda-aware-mpi", "cuda_aware_mpi", click.Choice(CUDA_AWARE_CHOICES),
      "Hand GPU buffers to MPI directly (auto: detect from the MPI library)."),
     ("--save-images", "save_images", str, "Write the samples as a PNG grid to this file."),
+    # the ODE corrector, ParaDiGMS, sweep variants and plans (docs/samplers.md)
+    ("--corrector-steps", "corrector_steps", int, "piadm-ode: Langevin corrector slices per block end (0: off)."),
+    ("--corrector-time", "corrector_time", float, "piadm-ode: corrector duration in reverse time (capped near the data end)."),
+    ("--corrector-friction", "corrector_friction", float, "piadm-ode: corrector friction gamma."),
+    ("--window", "window", int, "paradigms: slices per sliding window p (a state is accepted once r <= tol^2)."),
+    ("--initial-guess", "initial_guess", click.Choice(INITIAL_GUESSES), "piadm: first iterate of the sweeps."),
+    ("--accelerate", "accelerate", click.Choice(ACCELERATIONS), "piadm: mixing of the sweeps."),
+    ("--anderson-depth", "anderson_depth", int, "piadm: differences kept by --accelerate anderson."),
+    ("--accuracy", "accuracy", float, "> 0: choose T, blocks, slices and sweeps for KL <= accuracy^2."),
 ]
 
 
@@ -95,7 +106,8 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
     try:
         if plan_ranks is not None and plan_ranks < 1:
             raise ConfigError(f"--plan-ranks must be positive, got {plan_ranks}")
-        config = RunConfig.from_sources(config_file, overrides).validate(n_ranks)
+        # --accuracy fills in T, blocks, slices and sweeps (plans.py) before validation.
+        config = resolve_plan(RunConfig.from_sources(config_file, overrides)).validate(n_ranks)
         if resume and not config.checkpoint:
             raise ConfigError("--resume needs --checkpoint PATH (the file to resume from)")
         if not dry_run:

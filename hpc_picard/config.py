@@ -14,7 +14,9 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, fields
 
-SAMPLERS = ("sequential-sde", "piadm-sde")
+SAMPLERS = ("sequential-sde", "piadm-sde", "sequential-ode", "piadm-ode", "paradigms")
+INITIAL_GUESSES = ("constant", "noise")
+ACCELERATIONS = ("none", "anderson")
 MODELS = ("grf", "gmm")
 # Models and devices (issue 5): built-in networks, and the two spellings that name a
 # model from outside (a local diffusers folder, a user's factory function).
@@ -62,6 +64,15 @@ class RunConfig:
     device: str = "auto"          # auto: a GPU where one is visible, else the CPU
     cuda_aware_mpi: str = "auto"  # auto: trust the MPI library's GPU-support switches
     save_images: str = ""         # PNG grid of the samples ("" : none)
+    # -- the ODE path's corrector, ParaDiGMS, sweep variants, plans (docs/samplers.md) --
+    corrector_steps: int = 4         # piadm-ode: Langevin corrector slices (0: off)
+    corrector_time: float = 1.0      # piadm-ode: corrector duration in reverse time
+    corrector_friction: float = 2.0  # piadm-ode: corrector friction gamma
+    window: int = 64                 # paradigms: slices per sliding window
+    initial_guess: str = "constant"  # piadm: first iterate of a block's sweeps
+    accelerate: str = "none"         # piadm: mixing of the sweeps
+    anderson_depth: int = 3          # piadm: differences kept by --accelerate anderson
+    accuracy: float = 0.0            # > 0: choose T, blocks, slices, sweeps (plans.py)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -145,6 +156,7 @@ class RunConfig:
                 raise ConfigError(f"--gmm-std must be positive, got {self.gmm_std}")
             if self.gmm_radius < 0:
                 raise ConfigError(f"--gmm-radius must be non-negative, got {self.gmm_radius}")
+        self._validate_method()
         time_ranks = self.resolved_time_ranks(num_ranks)
         if time_ranks < 1 or num_ranks % time_ranks:
             raise ConfigError(f"--time-ranks {self.time_ranks} must divide the number of ranks ({num_ranks})")
@@ -152,7 +164,7 @@ class RunConfig:
         if groups > self.num_samples:
             raise ConfigError(f"{groups} sample groups but only {self.num_samples} samples: "
                               f"use fewer ranks or more --num-samples")
-        if time_ranks > self.steps_per_block:
+        if time_ranks > self.steps_per_block and self.sampler != "paradigms":
             raise ConfigError(f"{time_ranks} time ranks but only {self.steps_per_block} slices per block: "
                               f"use at most {self.steps_per_block} time ranks or more --steps-per-block")
         self.check_output_path()
@@ -168,6 +180,30 @@ class RunConfig:
             if os.path.abspath(self.checkpoint) == os.path.abspath(self.output):
                 raise ConfigError(f"--checkpoint and --output must be different files, both are {self.output}")
             _check_writable_directory(self.checkpoint, "checkpoint")
+            if self.sampler == "paradigms":
+                raise ConfigError("paradigms slides one window over the whole trajectory and has "
+                                  "no block boundaries to checkpoint at; drop --checkpoint")
+    def _validate_method(self):
+        """The options of the ODE corrector, ParaDiGMS, sweep variants and plans."""
+        for name in ("corrector_steps", "anderson_depth"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be non-negative, got {getattr(self, name)}")
+        if self.window <= 0:
+            raise ConfigError(f"--window must be positive, got {self.window}")
+        for name in ("corrector_time", "corrector_friction"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"--{_flag(name)} must be positive and finite, got {value}")
+        if self.initial_guess not in INITIAL_GUESSES:
+            raise ConfigError(f"unknown initial guess {self.initial_guess!r}; "
+                              f"choose one of: {', '.join(INITIAL_GUESSES)}")
+        if self.accelerate not in ACCELERATIONS:
+            raise ConfigError(f"unknown acceleration {self.accelerate!r}; "
+                              f"choose one of: {', '.join(ACCELERATIONS)}")
+        if self.accelerate == "anderson" and self.anderson_depth < 1:
+            raise ConfigError("--accelerate anderson needs --anderson-depth of at least 1")
+        if not (math.isfinite(self.accuracy) and self.accuracy >= 0):
+            raise ConfigError(f"--accuracy must be non-negative and finite, got {self.accuracy}")
 
     def resolved_time_ranks(self, num_ranks: int) -> int:
         """Ranks per sample group. Sequential samplers have no time axis to split."""

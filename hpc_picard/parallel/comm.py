@@ -115,6 +115,29 @@ class Communicator:
         self._timed(self.comm.Allreduce, buf, out, MPI.MAX)
         return float(out[0])
 
+    def allreduce_min(self, value: float) -> float:
+        if self.size == 1:
+            return float(value)
+        buf = np.array([value], dtype=np.float64)
+        out = np.empty(1, dtype=np.float64)
+        self._timed(self.comm.Allreduce, buf, out, MPI.MIN)
+        return float(out[0])
+
+    def allgather_rows(self, local: np.ndarray, counts) -> np.ndarray:
+        """Concatenate every rank's float64 rows (axis 0) on every rank, in rank order.
+
+        ``counts[r]`` is rank r's number of rows, known to every rank beforehand (so no
+        extra message is needed to learn them).
+        """
+        local = np.ascontiguousarray(local, dtype=np.float64)
+        if self.size == 1:
+            return local.copy()
+        counts = np.asarray(counts, dtype=np.int64)
+        row = int(np.prod(local.shape[1:], dtype=np.int64))
+        out = np.empty((int(counts.sum()),) + local.shape[1:], dtype=np.float64)
+        self._timed(self.comm.Allgatherv, local, [out, counts * row, MPI.DOUBLE])
+        return out
+
     def bcast_array(self, array, root: int):
         """Broadcast a contiguous array whose shape and dtype every rank already knows.
 
@@ -179,18 +202,22 @@ class GroupCommunicator(Communicator):
     """The time communicator of one sample group whose max-reductions span every group.
 
     Samplers decide when a block's sweeps stop (and whether they diverge) with
-    ``allreduce_max`` of their residuals. Reducing that over all groups, not just this
+    ``allreduce_max`` of their residuals, and ParaDiGMS where its window slides with
+    ``allreduce_min``. Reducing that over all groups, not just this
     one, makes every group stop at the same sweep with the verdict a single rank would
     reach on the whole batch, so the samples do not depend on how the ranks are split
     into sample groups. All other collectives stay inside the group.
     """
 
-    def __init__(self, comm, verdicts: Communicator):
-        super().__init__(comm)
+    def __init__(self, comm, verdicts: Communicator, cuda_aware: bool = False):
+        super().__init__(comm, cuda_aware)
         self.verdicts = verdicts
 
     def allreduce_max(self, value: float) -> float:
         return self.verdicts.allreduce_max(value)
+
+    def allreduce_min(self, value: float) -> float:
+        return self.verdicts.allreduce_min(value)
 
     def allreduce_obj_max(self, value):
         return self.verdicts.allreduce_obj_max(value)

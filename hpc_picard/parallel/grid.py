@@ -31,7 +31,7 @@ class ProcessGrid:
         time = world.split(group, position)
         if world.size > time_ranks:
             # convergence verdicts over every group: samples independent of the split
-            time = GroupCommunicator(time.comm, verdicts=world)
+            time = GroupCommunicator(time.comm, verdicts=world, cuda_aware=world.cuda_aware)
         return cls(world=world,
                    time=time,
                    samples=world.split(position, group),

@@ -77,7 +77,20 @@ class Sampler:
         self.ctx = context
         self.options = options
 
+    #: whether the sampler works on the whole trajectory at once (ParaDiGMS's sliding
+    #: window): the runner then calls run_trajectory(grid, y0) instead of run_block
+    whole_trajectory = False
+
+    @classmethod
+    def from_config(cls, config, context) -> "Sampler":
+        """The sampler with the options a resolved RunConfig gives it."""
+        return cls(context, picard_iters=config.picard_iters, tol=config.tol)
+
     def run_block(self, block, y0):  # pragma: no cover
+        raise NotImplementedError
+
+    def run_trajectory(self, grid, y0):  # pragma: no cover
+        """For whole-trajectory samplers: (end state, one BlockStats for the grid)."""
         raise NotImplementedError
 
     # -- helpers ----------------------------------------------------------------------
@@ -90,6 +103,8 @@ class Sampler:
         Non-finite output is an error naming the block, the slice and the rank.
         """
         J, S, d = states.shape
+        if J == 0:          # a rank without slices (more ranks than a window's slices)
+            return np.empty(states.shape, dtype=states.dtype) if out is None else out
         flat = states.reshape(J * S, d)
         t = np.repeat(np.asarray(times, dtype=np.float64), S)
         if out is None:

@@ -14,6 +14,13 @@ An Allreduce(MAX) of the residual stops all ranks at the same sweep, and the blo
 
 The increments xi_j are drawn once per block and reused by every sweep, so K = M sweeps
 reproduce the sequential sampler on the same grid and noise to round-off.
+
+Options of the sweeps (docs/samplers.md): ``initial_guess`` "constant" starts every
+state at Y_0; "noise" starts from the noise-only trajectory (the sweep with the score
+set to zero, which costs no score evaluation). ``accelerate`` "anderson" mixes the
+iterates (acceleration.py). PIADM-ODE (:class:`PicardODESampler`) runs the same sweeps
+on the probability-flow ODE and an underdamped Langevin corrector (corrector.py) at
+every block end.
 """
 from __future__ import annotations
 
@@ -21,8 +28,12 @@ import numpy as np
 
 from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
+from .acceleration import AndersonMixer
 from .base import BlockStats, Sampler
 from .monitor import SweepMonitor
+from .corrector import LangevinCorrector
+
+INITIAL_GUESSES = ("constant", "noise")
 
 
 class PicardSampler(Sampler):
@@ -33,10 +44,21 @@ class PicardSampler(Sampler):
     path = "sde"
     time_parallel = True
 
-    def __init__(self, context, picard_iters: int, tol: float, **options):
+    def __init__(self, context, picard_iters: int, tol: float, initial_guess: str = "constant",
+                 accelerate: str = "none", anderson_depth: int = 3, **options):
         super().__init__(context, **options)
         self.picard_iters = int(picard_iters)
         self.tol = float(tol)
+        if initial_guess not in INITIAL_GUESSES:
+            raise ValueError(f"unknown initial guess {initial_guess!r}; expected one of {INITIAL_GUESSES}")
+        self.initial_guess = initial_guess
+        self.mixer = AndersonMixer(context.comm, anderson_depth) if accelerate == "anderson" else None
+
+    @classmethod
+    def from_config(cls, config, context):
+        return cls(context, picard_iters=config.picard_iters, tol=config.tol,
+                   initial_guess=config.initial_guess, accelerate=config.accelerate,
+                   anderson_depth=config.anderson_depth)
 
     def _buffers(self, owned: int, shape: tuple) -> tuple:
         """Work arrays for a block of ``owned`` slices, kept from block to block."""
@@ -79,6 +101,14 @@ class PicardSampler(Sampler):
         # page faults than the arithmetic they hold.
         states, rebuilt, g, score = self._buffers(owned, y0_64.shape)
         states[...] = y0_64
+        if self.initial_guess == "noise" and fixed is not None:
+            # The noise-only trajectory: one prefix sum of the fixed part of g.
+            np.cumsum(fixed, axis=0, out=g)
+            states[0] += comm.exscan_sum(g[-1] if owned else np.zeros_like(y0_64))
+            states[1:] = g + states[0]
+            states *= growth
+        if self.mixer is not None:
+            self.mixer.reset()
         residual = np.inf
         sweeps = 0
         monitor = SweepMonitor(block, self.picard_iters, self.tol, self.ctx.on_sweep)
@@ -102,10 +132,52 @@ class PicardSampler(Sampler):
             diff = g.sum(axis=2) / scale
             residual = comm.allreduce_max(float(diff.max()) if owned else 0.0)
             monitor.check(sweeps, residual)
+            if self.mixer is not None and not (self.tol > 0 and residual <= self.tol**2):
+                # The block end (last row) stays the plain image F(Y): only the states
+                # whose scores the next sweep evaluates are mixed.
+                rebuilt[:owned] = self.mixer.mix(states[:owned], rebuilt[:owned])
             states, rebuilt = rebuilt, states
             if self.tol > 0 and residual <= self.tol**2:
                 break
-        end = comm.bcast_array(states[-1].copy(), root=comm.size - 1)
+        # With more ranks than slices the last ranks own none: the end is on the last owner.
+        last_owner = min(comm.size, block.num_slices) - 1
+        end = comm.bcast_array(states[-1].copy(), root=last_owner)
         return (end.astype(self.ctx.dtype),
                 BlockStats(sweeps=sweeps, evaluations=sweeps * block.num_slices,
                            residual=float(np.sqrt(residual))))
+
+
+class PicardODESampler(PicardSampler):
+    """PIADM-ODE: Picard sweeps on the probability-flow ODE (b_j = 0), then an
+    underdamped Langevin corrector at every block end (``corrector_steps`` 0: none).
+
+    The corrector's sweeps follow the predictor's ``picard_iters`` and ``tol``; its
+    rounds and score evaluations are added to the block's.
+    """
+
+    name = "piadm-ode"
+    path = "ode"
+
+    def __init__(self, context, picard_iters: int, tol: float, corrector_steps: int = 0,
+                 corrector_time: float = 1.0, corrector_friction: float = 2.0, **options):
+        super().__init__(context, picard_iters, tol, **options)
+        self.corrector = (LangevinCorrector(corrector_steps, corrector_time, corrector_friction,
+                                            picard_iters, tol) if corrector_steps > 0 else None)
+
+    @classmethod
+    def from_config(cls, config, context):
+        return cls(context, picard_iters=config.picard_iters, tol=config.tol,
+                   initial_guess=config.initial_guess, accelerate=config.accelerate,
+                   anderson_depth=config.anderson_depth, corrector_steps=config.corrector_steps,
+                   corrector_time=config.corrector_time,
+                   corrector_friction=config.corrector_friction)
+
+    def run_block(self, block, y0):
+        y, stats = super().run_block(block, y0)
+        if self.corrector is None:
+            return y, stats
+        x, sweeps = self.corrector.run(self, block, y)
+        return (x.astype(self.ctx.dtype),
+                BlockStats(sweeps=stats.sweeps + sweeps,
+                           evaluations=stats.evaluations + sweeps * self.corrector.steps,
+                           residual=stats.residual))
