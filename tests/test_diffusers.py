@@ -26,9 +26,7 @@ at O(1) near the data end (beta_tilde_1 ~ beta_1 / 2), which is why the comparis
 uses "fixed_large". docs/models.md explains this for users.
 
 The ParaDiGMS comparison (our ``paradigms`` sampler against diffusers'
-DDPMParallelScheduler loop) is :func:`test_paradigms_matches_diffusers_parallel_loop`;
-it runs once the ``paradigms`` sampler (issue 4) is registered in
-hpc_picard.samplers.SAMPLERS and is skipped until then.
+DDPMParallelScheduler loop) is :func:`test_paradigms_matches_diffusers_parallel_loop`.
 """
 import json
 import math
@@ -242,21 +240,16 @@ def diffusers_paradigms_loop(unet, sched, y0, xi, parallel: int, tolerance: floa
 
 def test_paradigms_matches_diffusers_parallel_loop(folder, model, monkeypatch):
     """Our paradigms sampler (issue 4) against diffusers' ParaDiGMS loop on the same
-    epsilon model, DDPM grid, initial noise and increments; skipped until the sampler
-    is registered in hpc_picard.samplers.SAMPLERS (written against its API on the
-    method branch: ParadigmsSampler(ctx, window, tol).run_trajectory(grid, y0)).
+    epsilon model, DDPM grid, initial noise and increments.
 
     The two loops iterate different fixed-point maps (our exponential-integrator step,
     diffusers' DDPM step; they differ at O(e^2) per step, see the module docstring) and
     scale residuals by different step variances (e^{2e} - 1 against beta = 1 - e^{-2e},
     a ratio e^{2e} of up to 1.33 on this 40-step grid). So: each must land on its own
     sequential chain, their outputs must differ by no more than the chains do, and the
-    rounds must be close, not equal. Measured with the method branch's sampler, window
-    8: tol 0.01: 12 vs 16 rounds; 0.05 and 0.1: 11 vs 14; 0.3: 10 vs 12; outputs 9.5 %
+    rounds must be close, not equal. Measured, window 8: tol 0.01: 12 vs 16 rounds; 0.05 and 0.1: 11 vs 14; 0.3: 10 vs 12; outputs 9.5 %
     apart at tol 0.1 where the chains are 9.2 % apart.
     """
-    if "paradigms" not in SAMPLERS:
-        pytest.skip("the paradigms sampler (issue 4) is not registered yet")
     from hpc_picard.grid import TimeGrid
     unet, sched = load_parts(folder)
     block = ddpm_grid(model)
