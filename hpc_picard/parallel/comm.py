@@ -107,21 +107,19 @@ class Communicator:
             out[...] = 0
         return out
 
-    def allreduce_max(self, value: float) -> float:
+    def _allreduce_scalar(self, value: float, op) -> float:
         if self.size == 1:
             return float(value)
         buf = np.array([value], dtype=np.float64)
         out = np.empty(1, dtype=np.float64)
-        self._timed(self.comm.Allreduce, buf, out, MPI.MAX)
+        self._timed(self.comm.Allreduce, buf, out, op)
         return float(out[0])
 
+    def allreduce_max(self, value: float) -> float:
+        return self._allreduce_scalar(value, MPI.MAX)
+
     def allreduce_min(self, value: float) -> float:
-        if self.size == 1:
-            return float(value)
-        buf = np.array([value], dtype=np.float64)
-        out = np.empty(1, dtype=np.float64)
-        self._timed(self.comm.Allreduce, buf, out, MPI.MIN)
-        return float(out[0])
+        return self._allreduce_scalar(value, MPI.MIN)
 
     def allgather_rows(self, local: np.ndarray, counts) -> np.ndarray:
         """Concatenate every rank's float64 rows (axis 0) on every rank, in rank order.
