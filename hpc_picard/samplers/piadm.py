@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import INITIAL_GUESSES
 from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
 from .acceleration import AndersonMixer
 from .base import BlockStats, Sampler
 from .monitor import SweepMonitor
 from .corrector import LangevinCorrector
-
-INITIAL_GUESSES = ("constant", "noise")
 
 
 class PicardSampler(Sampler):
