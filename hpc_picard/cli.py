@@ -116,7 +116,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
         _error(comm, str(exc))
 
     if dry_run:
-        from .plan import format_plan, make_plan
+        from .dry_run import format_plan, make_plan
         if comm.rank == 0:
             click.echo(format_plan(make_plan(config, n_ranks)))
         return

@@ -9,7 +9,7 @@ from ops_support import leftovers, mpirun
 
 from hpc_picard.cli import main
 from hpc_picard.config import RunConfig
-from hpc_picard.plan import format_plan, make_plan
+from hpc_picard.dry_run import format_plan, make_plan
 
 
 @pytest.fixture(autouse=True)
