@@ -98,7 +98,8 @@ def main(argv=None):
                "frechet": q["frechet_distance"], "frechet_floor": q["frechet_floor"],
                "rounds": st["rounds"], "evaluations": st["evaluations"],
                "wall_time": st["wall_time"]}
-        print(f"| {name} | {row['settings']} | {comm.size} | {args.num_samples} | {row['confidence']:.3f} | "
+        print(f"| {name} | {row['settings']} | {comm.size} | {args.num_samples} | "
+              f"{row['confidence']:.3f} | "
               f"{row['balance']:.3f} | {row['frechet']:.2f} ({row['frechet_floor']:.2f}) | "
               f"{row['rounds']} | {row['evaluations']} | {row['wall_time']:.1f} |", flush=True)
         if args.json:
