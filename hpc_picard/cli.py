@@ -12,7 +12,7 @@ import sys
 import click
 
 from .config import (ACCELERATIONS, CUDA_AWARE_CHOICES, DEVICES, DTYPES, INITIAL_GUESSES,
-                     SAMPLERS, ConfigError, RunConfig)
+                     PARADIGMS_FORMS, SAMPLERS, ConfigError, RunConfig)
 from .plans import resolve_plan
 
 _DEFAULTS = RunConfig()
@@ -54,6 +54,8 @@ OPTIONS = [
     ("--corrector-time", "corrector_time", float, "piadm-ode: corrector duration in reverse time (capped near the data end)."),
     ("--corrector-friction", "corrector_friction", float, "piadm-ode: corrector friction gamma."),
     ("--window", "window", int, "paradigms: slices per sliding window p (a state is accepted once r <= tol^2)."),
+    ("--paradigms-form", "paradigms_form", click.Choice(PARADIGMS_FORMS),
+     "paradigms: window update; exponential (integrating factor) or additive (the original ParaDiGMS)."),
     ("--initial-guess", "initial_guess", click.Choice(INITIAL_GUESSES), "piadm: first iterate of the sweeps."),
     ("--accelerate", "accelerate", click.Choice(ACCELERATIONS), "piadm: mixing of the sweeps."),
     ("--anderson-depth", "anderson_depth", int, "piadm: differences kept by --accelerate anderson."),

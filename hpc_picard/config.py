@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 SAMPLERS = ("sequential-sde", "piadm-sde", "sequential-ode", "piadm-ode", "paradigms")
 INITIAL_GUESSES = ("constant", "noise")
 ACCELERATIONS = ("none", "anderson")
+PARADIGMS_FORMS = ("exponential", "additive")
 MODELS = ("grf", "gmm")
 # Models and devices (issue 5): built-in networks, and the two spellings that name a
 # model from outside (a local diffusers folder, a user's factory function).
@@ -69,6 +70,7 @@ class RunConfig:
     corrector_time: float = 1.0      # piadm-ode: corrector duration in reverse time
     corrector_friction: float = 2.0  # piadm-ode: corrector friction gamma
     window: int = 64                 # paradigms: slices per sliding window
+    paradigms_form: str = "exponential"  # paradigms: window update (see samplers/paradigms.py)
     initial_guess: str = "constant"  # piadm: first iterate of a block's sweeps
     accelerate: str = "none"         # piadm: mixing of the sweeps
     anderson_depth: int = 3          # piadm: differences kept by --accelerate anderson
@@ -190,6 +192,9 @@ class RunConfig:
                 raise ConfigError(f"--{_flag(name)} must be non-negative, got {getattr(self, name)}")
         if self.window <= 0:
             raise ConfigError(f"--window must be positive, got {self.window}")
+        if self.paradigms_form not in PARADIGMS_FORMS:
+            raise ConfigError(f"unknown --paradigms-form {self.paradigms_form!r}; "
+                              f"choose one of: {', '.join(PARADIGMS_FORMS)}")
         for name in ("corrector_time", "corrector_friction"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

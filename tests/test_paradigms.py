@@ -16,11 +16,26 @@ def sample(comm=None, **options):
     return run(config, comm)
 
 
-def test_zero_tolerance_is_sequential_sde_one_slice_a_round():
+@pytest.mark.parametrize("form", ["exponential", "additive"])
+def test_zero_tolerance_is_sequential_sde_one_slice_a_round(form):
     reference = sample(sampler="sequential-sde")
-    window = sample(sampler="paradigms", tol=0.0)
+    window = sample(sampler="paradigms", tol=0.0, paradigms_form=form)
     assert np.abs(window.samples - reference.samples).max() < 1e-12
     assert window.stats["rounds"] == 18
+
+
+def test_additive_form_has_the_same_fixed_point():
+    """Both window updates converge to sequential-sde, in fewer rounds than its steps.
+    (Which needs fewer rounds depends on the model: here the additive one, on the
+    diffusers test model the exponential one; docs/samplers.md.)"""
+    reference = sample(sampler="sequential-sde")
+    scale = np.abs(reference.samples).max()
+    rounds = {}
+    for form in ("exponential", "additive"):
+        result = sample(sampler="paradigms", tol=1e-6, window=8, paradigms_form=form)
+        assert np.abs(result.samples - reference.samples).max() < 1e-5 * scale
+        rounds[form] = result.stats["rounds"]
+    assert max(rounds.values()) < 18 and rounds["exponential"] != rounds["additive"]
 
 
 def test_tight_tolerance_reproduces_sequential_sde_in_fewer_rounds():
@@ -44,15 +59,18 @@ def test_looser_tolerance_takes_fewer_rounds():
 def test_window_must_be_positive():
     with pytest.raises(ConfigError, match="--window"):
         RunConfig(**{**SMALL, "sampler": "paradigms", "window": 0}).validate(1)
+    with pytest.raises(ConfigError, match="--paradigms-form"):
+        RunConfig(**{**SMALL, "sampler": "paradigms", "paradigms_form": "loose"}).validate(1)
 
 
 @pytest.mark.mpi
 @pytest.mark.timeout(120)
-def test_paradigms_is_rank_count_invariant():
+@pytest.mark.parametrize("form", ["exponential", "additive"])
+def test_paradigms_is_rank_count_invariant(form):
     from mpi4py import MPI
     world = Communicator(MPI.COMM_WORLD)
     # A window of 3 on up to 4 ranks leaves some ranks without slices in every round.
-    options = dict(sampler="paradigms", tol=1e-3, window=3)
+    options = dict(sampler="paradigms", tol=1e-3, window=3, paradigms_form=form)
     result = sample(comm=world, **options)
     verdict = None
     if world.rank == 0:

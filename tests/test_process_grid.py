@@ -79,3 +79,23 @@ def test_an_invalid_split_under_mpiexec_fails_on_every_rank_before_computing(tmp
     assert result.returncode == 2
     assert result.stderr.count("--time-ranks 3 must divide the number of ranks (2)") == 1
     assert not out.exists()
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_paradigms_window_slides_alike_for_every_split(tmp_path):
+    """ParaDiGMS decides where its window slides with an allreduce-min over the
+    residuals: it must span every sample group, as the PIADM stopping rule does."""
+    comm = world()
+    # (At 4 ranks split into 4 groups, group-local slides give samples 2e-4 apart.)
+    config = small_config(tmp_path, dim=64, num_samples=12, blocks=4, steps_per_block=8,
+                          sampler="paradigms", window=8, tol=0.1)
+    results = {p: run(config.replace(time_ranks=p), comm) for p in divisors(comm.size)}
+    message = ""
+    if comm.rank == 0:
+        serial = run(config, Communicator.self_comm())
+        for p, result in results.items():
+            if result.stats["rounds"] != serial.stats["rounds"] or not np.allclose(
+                    result.samples, serial.samples, rtol=1e-12, atol=1e-12):
+                message += f"time ranks {p}: rounds {result.stats['rounds']} vs {serial.stats['rounds']}; "
+    assert comm.bcast_obj(message, root=0) == ""
