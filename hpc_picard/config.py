@@ -15,6 +15,10 @@ import tomllib
 from dataclasses import dataclass, fields
 
 SAMPLERS = ("sequential-sde", "piadm-sde", "sequential-ode", "piadm-ode", "paradigms")
+# What validation must know of a sampler without importing it (tests/test_config.py
+# checks these against the classes' time_parallel and whole_trajectory attributes):
+SAMPLE_PARALLEL_SAMPLERS = ("sequential-sde", "sequential-ode")   # ranks split samples only
+WHOLE_TRAJECTORY_SAMPLERS = ("paradigms",)                        # no block boundaries
 INITIAL_GUESSES = ("constant", "noise")
 ACCELERATIONS = ("none", "anderson")
 PARADIGMS_FORMS = ("exponential", "additive")
@@ -166,7 +170,7 @@ class RunConfig:
         if groups > self.num_samples:
             raise ConfigError(f"{groups} sample groups but only {self.num_samples} samples: "
                               f"use fewer ranks or more --num-samples")
-        if time_ranks > self.steps_per_block and self.sampler != "paradigms":
+        if time_ranks > self.steps_per_block and self.sampler not in WHOLE_TRAJECTORY_SAMPLERS:
             raise ConfigError(f"{time_ranks} time ranks but only {self.steps_per_block} slices per block: "
                               f"use at most {self.steps_per_block} time ranks or more --steps-per-block")
         self.check_output_path()
@@ -182,7 +186,7 @@ class RunConfig:
             if os.path.abspath(self.checkpoint) == os.path.abspath(self.output):
                 raise ConfigError(f"--checkpoint and --output must be different files, both are {self.output}")
             _check_writable_directory(self.checkpoint, "checkpoint")
-            if self.sampler == "paradigms":
+            if self.sampler in WHOLE_TRAJECTORY_SAMPLERS:
                 raise ConfigError("paradigms slides one window over the whole trajectory and has "
                                   "no block boundaries to checkpoint at; drop --checkpoint")
     def _validate_method(self):
@@ -212,7 +216,7 @@ class RunConfig:
 
     def resolved_time_ranks(self, num_ranks: int) -> int:
         """Ranks per sample group. Sequential samplers have no time axis to split."""
-        if self.sampler.startswith("sequential"):
+        if self.sampler in SAMPLE_PARALLEL_SAMPLERS:
             return 1
         return self.time_ranks if self.time_ranks > 0 else num_ranks
 

@@ -21,3 +21,12 @@ def small_config():
     from hpc_picard.config import RunConfig
     return RunConfig(model="grf", dim=64, num_samples=6, blocks=3, steps_per_block=7,
                      picard_iters=7, tol=0.0, seed=3)
+
+
+@pytest.fixture
+def cli_tmp(tmp_path, monkeypatch):
+    """Run the CLI in-process inside tmp_path. The CLI installs an MPI abort hook as
+    sys.excepthook: keep it out of pytest."""
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

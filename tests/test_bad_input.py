@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -19,11 +18,8 @@ SMALL = ["--dim", "16", "--num-samples", "4", "--blocks", "4", "--steps-per-bloc
 
 
 @pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    # The CLI installs an MPI abort hook as sys.excepthook: keep it out of pytest.
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def in_tmp(cli_tmp):
+    return cli_tmp
 
 
 def invoke(args):

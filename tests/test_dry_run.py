@@ -1,7 +1,6 @@
 """--dry-run: the plan of a run, printed without computing or writing anything."""
 from __future__ import annotations
 
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -13,10 +12,8 @@ from hpc_picard.dry_run import format_plan, make_plan
 
 
 @pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def in_tmp(cli_tmp):
+    return cli_tmp
 
 
 def test_the_plan_of_a_time_by_sample_grid(in_tmp):
