@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .config import (ACCELERATIONS, CUDA_AWARE_CHOICES, DEVICES, DTYPES, INITIAL_GUESSES,
+from .config import (ACCELERATIONS, CUDA_AWARE_CHOICES, DEVICES, DTYPES, INITIAL_GUESSES, LINEAR_PARTS, SCHEDULES,
                      PARADIGMS_FORMS, SAMPLERS, ConfigError, RunConfig)
 from .plans import resolve_plan
 
@@ -59,6 +59,11 @@ OPTIONS = [
     ("--initial-guess", "initial_guess", click.Choice(INITIAL_GUESSES), "piadm: first iterate of the sweeps."),
     ("--accelerate", "accelerate", click.Choice(ACCELERATIONS), "piadm: mixing of the sweeps."),
     ("--anderson-depth", "anderson_depth", int, "piadm: differences kept by --accelerate anderson."),
+    ("--schedule", "schedule", click.Choice(SCHEDULES),
+     "piadm: blockwise (one block at a time) or wavefront (several blocks in flight)."),
+    ("--active-blocks", "active_blocks", int, "piadm --schedule wavefront: blocks in flight W (0: all)."),
+    ("--linear-part", "linear_part", click.Choice(LINEAR_PARTS),
+     "piadm --schedule wavefront: part of the step integrated exactly, exp (e^e) or ou (score -Y too)."),
     ("--accuracy", "accuracy", float, "> 0: choose T, blocks, slices and sweeps for KL <= accuracy^2."),
 ]
 

@@ -21,6 +21,9 @@ SAMPLE_PARALLEL_SAMPLERS = ("sequential-sde", "sequential-ode")   # ranks split 
 WHOLE_TRAJECTORY_SAMPLERS = ("paradigms",)                        # no block boundaries
 INITIAL_GUESSES = ("constant", "noise")
 ACCELERATIONS = ("none", "anderson")
+SCHEDULES = ("blockwise", "wavefront")      # piadm: blocks one after another, or in flight
+LINEAR_PARTS = ("exp", "ou")                # piadm wavefront: the exactly integrated part
+WAVEFRONT_SAMPLERS = ("piadm-sde", "piadm-ode")
 PARADIGMS_FORMS = ("exponential", "additive")
 MODELS = ("grf", "gmm")
 # Models and devices (issue 5): built-in networks, and the two spellings that name a
@@ -78,6 +81,9 @@ class RunConfig:
     initial_guess: str = "constant"  # piadm: first iterate of a block's sweeps
     accelerate: str = "none"         # piadm: mixing of the sweeps
     anderson_depth: int = 3          # piadm: differences kept by --accelerate anderson
+    schedule: str = "blockwise"      # piadm: blockwise, or wavefront (samplers/wavefront.py)
+    active_blocks: int = 4           # piadm wavefront: blocks in flight (0: all)
+    linear_part: str = "ou"          # piadm wavefront: linear part integrated exactly
     accuracy: float = 0.0            # > 0: choose T, blocks, slices, sweeps (plans.py)
 
     # -- construction -----------------------------------------------------------------
@@ -189,6 +195,9 @@ class RunConfig:
             if self.sampler in WHOLE_TRAJECTORY_SAMPLERS:
                 raise ConfigError("paradigms slides one window over the whole trajectory and has "
                                   "no block boundaries to checkpoint at; drop --checkpoint")
+            if self.schedule == "wavefront":
+                raise ConfigError("--schedule wavefront keeps several blocks in flight and cannot "
+                                  "checkpoint yet; drop --checkpoint or use --schedule blockwise")
     def _validate_method(self):
         """The options of the ODE corrector, ParaDiGMS, sweep variants and plans."""
         for name in ("corrector_steps", "anderson_depth"):
@@ -211,6 +220,20 @@ class RunConfig:
                               f"choose one of: {', '.join(ACCELERATIONS)}")
         if self.accelerate == "anderson" and self.anderson_depth < 1:
             raise ConfigError("--accelerate anderson needs --anderson-depth of at least 1")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown --schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if self.linear_part not in LINEAR_PARTS:
+            raise ConfigError(f"unknown --linear-part {self.linear_part!r}; "
+                              f"choose one of: {', '.join(LINEAR_PARTS)}")
+        if self.active_blocks < 0:
+            raise ConfigError(f"--active-blocks must be non-negative (0: all), got {self.active_blocks}")
+        if self.schedule == "wavefront":
+            if self.sampler not in WAVEFRONT_SAMPLERS:
+                raise ConfigError(f"--schedule wavefront needs one of: {', '.join(WAVEFRONT_SAMPLERS)}, "
+                                  f"not {self.sampler}")
+            if self.accelerate != "none":
+                raise ConfigError("--accelerate anderson mixes one block's sweeps and does not "
+                                  "apply to --schedule wavefront; use --accelerate none")
         if not (math.isfinite(self.accuracy) and self.accuracy >= 0):
             raise ConfigError(f"--accuracy must be non-negative and finite, got {self.accuracy}")
 

@@ -222,3 +222,49 @@ def paradigms_variance(grid: TimeGrid, lam, mult, window: int, tol: float,
         cov[:, xi, xi] = 1.0
         start += advance
     return cov[:, 0, 0], rounds
+
+
+class _LinearProblem:
+    """The wavefront's problem on the GRF, per mode: a state is the (sources, modes)
+    matrix of its coefficients on the unit Gaussian inputs (source 0: Y_0, source
+    1 + j: xi of global slice j); the score is the mode's linear factor."""
+
+    def __init__(self, trajectory, lam, mult):
+        self.factor = -1.0 / target_variance(lam[None, :], trajectory.times[:-1, None])
+        self.sources = 1 + trajectory.total
+        self.mult = mult
+        self.dim = float(np.sum(mult))
+
+    def score(self, rows, slices):
+        return self.factor[slices][:, None, :] * rows
+
+    def increments(self, slices):
+        out = np.zeros((len(slices), self.sources, self.factor.shape[1]))
+        out[np.arange(len(slices)), 1 + np.asarray(slices)] = 1.0
+        return out
+
+    def residual(self, diff):
+        # The expected |dY|^2 / d of a sample (see paradigms_variance on max vs mean).
+        return (self.mult * np.square(diff).sum(axis=1)).sum(axis=-1) / self.dim
+
+
+def wavefront_variance(grid: TimeGrid, path: str, lam, mult, sweeps: int, tol: float,
+                       active_blocks: int = 0, initial_guess: str = "constant",
+                       linear: str = "exp", v0: float = 1.0) -> tuple:
+    """Output variance per mode of the wavefront schedule (samplers/wavefront.py), with
+    its rounds and evaluations per sample: (var, rounds, evaluations).
+
+    The schedule runs on the exact coefficients of every mode; its acceptance uses the
+    expected residual of one sample (as paradigms_variance), so a run with many samples
+    can need a few more rounds. No corrector (piadm-ode with --corrector-steps 0).
+    """
+    from .parallel import Communicator
+    from .samplers.wavefront import Trajectory, Wavefront
+    traj = Trajectory(grid, path, linear)
+    problem = _LinearProblem(traj, np.asarray(lam, dtype=np.float64), np.asarray(mult, dtype=np.float64))
+    y0 = np.zeros((problem.sources, len(lam)))
+    y0[0] = np.sqrt(v0)
+    wave = Wavefront(problem, traj, Communicator.self_comm(), sweeps, tol, active_blocks,
+                     initial_guess)
+    st = wave.run(y0)
+    return np.square(st.states[0]).sum(axis=0), st.rounds, st.evaluations

@@ -85,6 +85,27 @@ class Communicator:
                 out[...] = 0.0
         return self._from_buffer(out, template, staged)
 
+    def exscan_affine(self, factor: float, offset: np.ndarray) -> tuple:
+        """Exclusive scan over ranks of affine maps z -> factor z + offset, composed in
+        rank order (the maps of lower ranks act first): the identity (1, 0) on rank 0.
+
+        This is the segmented prefix sum of the wavefront schedule (samplers/
+        wavefront.py): a factor 0 cuts the sum at a segment start, any other factor
+        carries the sum across a block boundary through the linear part. One message of
+        1 + offset.size float64 per rank, through a non-commutative user-defined op.
+        """
+        offset = np.ascontiguousarray(offset, dtype=np.float64)
+        if self.size == 1:
+            return 1.0, np.zeros_like(offset)
+        send = np.empty(offset.size + 1)
+        send[0] = factor
+        send[1:] = offset.ravel()
+        out = np.empty_like(send)
+        self._timed(self.comm.Exscan, send, out, _affine_op())
+        if self.rank == 0:
+            return 1.0, np.zeros_like(offset)
+        return float(out[0]), out[1:].reshape(offset.shape)
+
     def allreduce_sum(self, local):
         """Sum over ranks of a float64 array (numpy or device array, returned alike)."""
         template = local
@@ -219,6 +240,24 @@ class GroupCommunicator(Communicator):
 
     def allreduce_obj_max(self, value):
         return self.verdicts.allreduce_obj_max(value)
+
+
+_AFFINE_OP = None
+
+
+def _compose_affine(left, right, datatype):
+    """right <- right o left for packed (factor, offset...) float64 buffers."""
+    a = np.frombuffer(left, dtype=np.float64)
+    b = np.frombuffer(right, dtype=np.float64)
+    b[1:] += b[0] * a[1:]
+    b[0] *= a[0]
+
+
+def _affine_op():
+    global _AFFINE_OP
+    if _AFFINE_OP is None:
+        _AFFINE_OP = MPI.Op.Create(_compose_affine, commute=False)
+    return _AFFINE_OP
 
 
 def world() -> Communicator:

@@ -33,6 +33,7 @@ from .acceleration import AndersonMixer
 from .base import BlockStats, Sampler
 from .monitor import SweepMonitor
 from .corrector import LangevinCorrector
+from . import wavefront
 
 
 class PicardSampler(Sampler):
@@ -44,20 +45,54 @@ class PicardSampler(Sampler):
     time_parallel = True
 
     def __init__(self, context, picard_iters: int, tol: float, initial_guess: str = "constant",
-                 accelerate: str = "none", anderson_depth: int = 3, **options):
+                 accelerate: str = "none", anderson_depth: int = 3, schedule: str = "blockwise",
+                 active_blocks: int = 0, linear_part: str = "exp", **options):
         super().__init__(context, **options)
         self.picard_iters = int(picard_iters)
         self.tol = float(tol)
         if initial_guess not in INITIAL_GUESSES:
             raise ValueError(f"unknown initial guess {initial_guess!r}; expected one of {INITIAL_GUESSES}")
+        if schedule not in wavefront.SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; expected one of {wavefront.SCHEDULES}")
+        if schedule == "wavefront" and accelerate != "none":
+            raise ValueError("--accelerate anderson mixes one block's sweeps and does not apply "
+                             "to --schedule wavefront")
         self.initial_guess = initial_guess
         self.mixer = AndersonMixer(context.comm, anderson_depth) if accelerate == "anderson" else None
+        self.schedule = schedule
+        self.active_blocks = int(active_blocks)
+        self.linear_part = linear_part
+        # The wavefront sweeps the whole trajectory (run_trajectory), not block by block.
+        self.whole_trajectory = schedule == "wavefront"
+        self.corrector = None
 
     @classmethod
     def from_config(cls, config, context):
-        return cls(context, picard_iters=config.picard_iters, tol=config.tol,
-                   initial_guess=config.initial_guess, accelerate=config.accelerate,
-                   anderson_depth=config.anderson_depth)
+        return cls(context, **cls.config_options(config))
+
+    @staticmethod
+    def config_options(config) -> dict:
+        return dict(picard_iters=config.picard_iters, tol=config.tol,
+                    initial_guess=config.initial_guess, accelerate=config.accelerate,
+                    anderson_depth=config.anderson_depth, schedule=config.schedule,
+                    active_blocks=config.active_blocks, linear_part=config.linear_part)
+
+    def wavefront(self, grid, on_round=None) -> "wavefront.Wavefront":
+        """The wavefront schedule of this sampler on ``grid`` (samplers/wavefront.py)."""
+        traj = wavefront.Trajectory(grid, self.path, self.linear_part)
+        problem = wavefront.SamplerProblem(self, traj, self.corrector)
+        return wavefront.Wavefront(problem, traj, self.ctx.comm, self.picard_iters, self.tol,
+                                   self.active_blocks, self.initial_guess, on_round)
+
+    def run_trajectory(self, grid, y0, state=None, on_state=None):
+        """--schedule wavefront: (end state, one BlockStats for the whole grid)."""
+        def on_round(st, rows, advance):
+            if self.ctx.on_sweep is not None:
+                self.ctx.on_sweep(int(grid.blocks[0].index), st.rounds, st.residual)
+        st = self.wavefront(grid, on_round).run(y0, state, on_state)
+        return (st.states[0].astype(self.ctx.dtype),
+                BlockStats(sweeps=st.rounds, evaluations=st.evaluations,
+                           residual=float(np.sqrt(st.residual))))
 
     def _buffers(self, owned: int, shape: tuple) -> tuple:
         """Work arrays for a block of ``owned`` slices, kept from block to block."""
@@ -165,9 +200,7 @@ class PicardODESampler(PicardSampler):
 
     @classmethod
     def from_config(cls, config, context):
-        return cls(context, picard_iters=config.picard_iters, tol=config.tol,
-                   initial_guess=config.initial_guess, accelerate=config.accelerate,
-                   anderson_depth=config.anderson_depth, corrector_steps=config.corrector_steps,
+        return cls(context, **cls.config_options(config), corrector_steps=config.corrector_steps,
                    corrector_time=config.corrector_time,
                    corrector_friction=config.corrector_friction)
 
