@@ -1,0 +1,124 @@
+"""The wavefront schedule of piadm-sde / piadm-ode (samplers/wavefront.py)."""
+import numpy as np
+import pytest
+
+from hpc_picard import linear_analysis as la
+from hpc_picard.config import ConfigError, RunConfig
+from hpc_picard.grid import TimeGrid
+from hpc_picard.models import GaussianRandomField
+from hpc_picard.parallel import Communicator
+from hpc_picard.runner import run
+
+SMALL = dict(model="grf", dim=16, num_samples=4, blocks=3, steps_per_block=6, T=4.0,
+             delta=1e-2, schedule="wavefront", corrector_steps=0)
+TOTAL_SLICES = 18
+
+
+def sample(comm=None, **options):
+    comm = comm or Communicator.self_comm()
+    config = RunConfig(**{**SMALL, **options}).validate(comm.size)
+    return run(config, comm)
+
+
+@pytest.mark.parametrize("path", ["sde", "ode"])
+@pytest.mark.parametrize("linear", ["exp", "ou"])
+@pytest.mark.parametrize("active", [0, 1, 2])
+def test_zero_tolerance_reproduces_the_sequential_sampler(path, linear, active):
+    """tol = 0 accepts one slice a round: the sequential sampler, to round-off."""
+    reference = sample(sampler=f"sequential-{path}", schedule="blockwise")
+    wave = sample(sampler=f"piadm-{path}", tol=0.0, picard_iters=6, active_blocks=active,
+                  linear_part=linear)
+    assert np.abs(wave.samples - reference.samples).max() < 1e-10
+    assert wave.stats["rounds"] == TOTAL_SLICES
+
+
+def test_tolerance_takes_fewer_rounds_and_ou_fewer_than_exp():
+    reference = sample(sampler="sequential-sde", schedule="blockwise")
+    scale = np.abs(reference.samples).max()
+    rounds = {}
+    for linear in ("exp", "ou"):
+        wave = sample(sampler="piadm-sde", tol=1e-4, linear_part=linear, active_blocks=2)
+        assert np.abs(wave.samples - reference.samples).max() < 1e-4 * scale
+        rounds[linear] = wave.stats["rounds"]
+        # at most W blocks of 6 slices are scored a round
+        assert wave.stats["evaluations"] <= 12 * rounds[linear]
+    assert rounds["ou"] < rounds["exp"] < TOTAL_SLICES
+
+
+def test_sweep_cap_accepts_a_block_after_k_rounds_from_its_final_start():
+    """With one block in flight, tol = 0 and K = 2 < M, every block gets exactly K rounds
+    once its start is final, so the run takes N K rounds, like blockwise K = 2."""
+    wave = sample(sampler="piadm-sde", tol=0.0, picard_iters=2, active_blocks=1)
+    assert wave.stats["rounds"] == 3 * 2
+    # round 1 scores all 6 slices and accepts Y_1 (exact); round 2 the other 5
+    assert wave.stats["evaluations"] == 3 * (6 + 5)
+
+
+def test_corrector_at_every_block_end_matches_blockwise_piadm_ode():
+    """With tol = 0 and K = M the predictor is exact in both schedules, and the
+    corrector (2 sweeps) acts on the same block ends: the same samples and rounds."""
+    options = dict(sampler="piadm-ode", tol=0.0, picard_iters=6, corrector_steps=2)
+    blockwise = sample(schedule="blockwise", **options)
+    wave = sample(active_blocks=2, **options)
+    assert np.abs(wave.samples - blockwise.samples).max() < 1e-10
+    assert wave.stats["rounds"] == blockwise.stats["rounds"] == TOTAL_SLICES + 3 * 2
+
+
+def test_linear_analysis_of_the_wavefront():
+    model = GaussianRandomField(64, k0=4.0, alpha=2.0)
+    lam, mult = la.grf_modes(model)
+    grid = TimeGrid.build(4.0, 1e-2, 3, 6)
+    exact = la.sequential_variance(grid, "sde", lam)
+    var, rounds, evaluations = la.wavefront_variance(grid, "sde", lam, mult, 6, 0.0, 2)
+    assert np.allclose(var, exact, rtol=1e-12) and rounds == TOTAL_SLICES
+    var, rounds, _ = la.wavefront_variance(grid, "sde", lam, mult, 12, 1e-3, 2, linear="ou")
+    assert np.allclose(var, exact, rtol=1e-4) and rounds < TOTAL_SLICES
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(sampler="paradigms"), "--schedule wavefront needs"),
+    (dict(accelerate="anderson"), "does not apply to --schedule wavefront"),
+    (dict(active_blocks=-1), "--active-blocks"),
+    (dict(schedule="diagonal"), "--schedule"),
+    (dict(linear_part="cubic"), "--linear-part"),
+])
+def test_bad_wavefront_options_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**{**SMALL, "sampler": "piadm-sde", **options}).validate(1)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sampler, options", [
+    ("piadm-sde", dict(tol=1e-3, active_blocks=2)),
+    ("piadm-sde", dict(tol=0.0, active_blocks=0, linear_part="exp")),
+    ("piadm-ode", dict(tol=1e-3, active_blocks=1, corrector_steps=3)),
+])
+def test_wavefront_is_rank_count_invariant(sampler, options):
+    """Every rank count gives one rank's samples and rounds; the window's tail (fewer
+    slices than ranks near the end) leaves some ranks without slices."""
+    from mpi4py import MPI
+    world = Communicator(MPI.COMM_WORLD)
+    result = sample(comm=world, sampler=sampler, **options)
+    verdict = None
+    if world.rank == 0:
+        serial = sample(sampler=sampler, **options)
+        verdict = (float(np.abs(result.samples - serial.samples).max()),
+                   result.stats["rounds"] == serial.stats["rounds"],
+                   result.stats["evaluations"] == serial.stats["evaluations"])
+    difference, same_rounds, same_evaluations = world.bcast_obj(verdict)
+    assert difference < 1e-10 and same_rounds and same_evaluations
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(60)
+def test_affine_exscan_composes_in_rank_order():
+    from mpi4py import MPI
+    world = Communicator(MPI.COMM_WORLD)
+    factors = [0.5, 2.0, 0.0, 3.0, 1.5]
+    offsets = [np.array([r + 1.0, -r]) for r in range(world.size)]
+    factor, offset = world.exscan_affine(factors[world.rank], offsets[world.rank])
+    a, v = 1.0, np.zeros(2)
+    for r in range(world.rank):
+        a, v = a * factors[r], factors[r] * v + offsets[r]
+    assert world.allreduce_max(abs(factor - a) + float(np.abs(offset - v).max())) < 1e-14
