@@ -11,7 +11,10 @@ Layout:
     /states                 (num_samples, d), the run's dtype, fletcher32-checksummed
     /sweeps_per_block       (next_block,) int64, fletcher32
     /residual_per_block     (next_block,) float64, fletcher32
-    / attrs: format, next_block, evaluations, restarts, config (JSON), config_hash,
+    /window_states          (num_samples, rows + 1, d), only under --schedule wavefront:
+                            the states of the blocks in flight, from the accepted front
+    / attrs: window (JSON counters of the wavefront, if any), format, next_block,
+             evaluations, restarts, config (JSON), config_hash,
              n_ranks, hpc_picard_version, and the cumulative seconds of earlier segments
              (wall_time, score_time, noise_time, communication_time, io_time)
 
@@ -62,7 +65,10 @@ class RunState:
     sweeps, residuals: per finished block, as in RunResult.per_block;
     evaluations: score evaluations per sample so far;
     restarts:    how many times the run was resumed to reach this state;
-    timings:     cumulative seconds of earlier segments (TIMINGS), rank 0's clock.
+    timings:     cumulative seconds of earlier segments (TIMINGS), rank 0's clock;
+    window:      under --schedule wavefront, the in-flight window: its counters (front,
+                 front_sweeps, rounds, evaluations, residual) and ``window_states``
+                 (num_samples, rows + 1, d); ``states`` is then the front's state.
     """
     next_block: int
     states: np.ndarray
@@ -71,6 +77,8 @@ class RunState:
     evaluations: int = 0
     restarts: int = 0
     timings: dict = field(default_factory=dict)
+    window: dict | None = None
+    window_states: np.ndarray | None = None
 
 
 def result_fields(config) -> dict:
@@ -100,6 +108,9 @@ def write(path: str, state: RunState, config, n_ranks: int) -> None:
         _checksummed(fh, "states", state.states)
         _checksummed(fh, "sweeps_per_block", np.asarray(state.sweeps, dtype=np.int64))
         _checksummed(fh, "residual_per_block", np.asarray(state.residuals, dtype=np.float64))
+        if state.window is not None:
+            _checksummed(fh, "window_states", state.window_states)
+            fh.attrs["window"] = json.dumps(state.window)
         fh.attrs["format"] = FORMAT
         fh.attrs["next_block"] = state.next_block
         fh.attrs["evaluations"] = state.evaluations
@@ -147,6 +158,8 @@ def read(path: str, config) -> RunState:
             states = fh["states"][...]
             sweeps = [int(v) for v in fh["sweeps_per_block"][...]]
             residuals = [float(v) for v in fh["residual_per_block"][...]]
+            window = json.loads(str(attrs["window"])) if "window" in attrs else None
+            window_states = fh["window_states"][...] if window is not None else None
     except CheckpointError:
         raise
     except FileNotFoundError:
@@ -160,13 +173,16 @@ def read(path: str, config) -> RunState:
     expected = (config.num_samples, config.dim)
     if (states.shape != expected or states.dtype != np.dtype(config.dtype)
             or not 0 <= next_block <= config.blocks
-            or len(sweeps) != next_block or len(residuals) != next_block):
+            or len(sweeps) != next_block or len(residuals) != next_block
+            or (window is not None and (window_states.ndim != 3 or window_states.shape[0] != expected[0]
+                                        or window_states.shape[2] != expected[1]))):
         raise CheckpointError(f"checkpoint {path} is inconsistent: states {states.shape} "
                               f"{states.dtype}, {len(sweeps)} block records, next block "
                               f"{next_block}; expected {expected} {config.dtype}")
     return RunState(next_block=next_block, states=states, sweeps=sweeps, residuals=residuals,
                     evaluations=int(attrs["evaluations"]), restarts=int(attrs["restarts"]),
-                    timings={name: float(attrs.get(name, 0.0)) for name in TIMINGS})
+                    timings={name: float(attrs.get(name, 0.0)) for name in TIMINGS},
+                    window=window, window_states=window_states)
 
 
 def _reason(exc: BaseException) -> str:
@@ -183,6 +199,10 @@ def save(pgrid, path: str, y_local: np.ndarray, state: RunState, config) -> floa
     gathered array. Returns the seconds rank 0 spent writing (0 elsewhere).
     """
     gathered = pgrid.samples.gather_rows(y_local, root=0) if pgrid.time.rank == 0 else None
+    if state.window_states is not None:
+        # (rows + 1, S_local, d) -> sample-major, so that groups concatenate by sample
+        local = np.ascontiguousarray(np.swapaxes(state.window_states, 0, 1))
+        state.window_states = pgrid.samples.gather_rows(local, root=0) if pgrid.time.rank == 0 else None
     if pgrid.world.rank != 0:
         return 0.0
     start = time.perf_counter()
@@ -209,7 +229,10 @@ def load(pgrid, path: str, config) -> tuple:
                 state = read(path, config)
                 # the counters travel as a small object, the states as a buffer
                 verdict = ("ok", RunState(state.next_block, None, state.sweeps, state.residuals,
-                                          state.evaluations, state.restarts, state.timings))
+                                          state.evaluations, state.restarts, state.timings,
+                                          state.window,
+                                          None if state.window_states is None else
+                                          state.window_states.shape))
             except CheckpointError as exc:
                 verdict = ("refused", str(exc))
     elapsed = time.perf_counter() - start
@@ -221,4 +244,8 @@ def load(pgrid, path: str, config) -> tuple:
     states = state.states if state is not None else \
         np.empty((config.num_samples, config.dim), dtype=config.dtype)
     detail.states = pgrid.world.bcast_array(states, root=0)
+    if detail.window is not None:
+        shape = detail.window_states
+        window = state.window_states if state is not None else np.empty(shape, dtype=np.float64)
+        detail.window_states = pgrid.world.bcast_array(np.ascontiguousarray(window, dtype=np.float64), root=0)
     return detail, elapsed

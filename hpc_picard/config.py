@@ -195,9 +195,6 @@ class RunConfig:
             if self.sampler in WHOLE_TRAJECTORY_SAMPLERS:
                 raise ConfigError("paradigms slides one window over the whole trajectory and has "
                                   "no block boundaries to checkpoint at; drop --checkpoint")
-            if self.schedule == "wavefront":
-                raise ConfigError("--schedule wavefront keeps several blocks in flight and cannot "
-                                  "checkpoint yet; drop --checkpoint or use --schedule blockwise")
     def _validate_method(self):
         """The options of the ODE corrector, ParaDiGMS, sweep variants and plans."""
         for name in ("corrector_steps", "anderson_depth"):

@@ -107,7 +107,33 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
                "io_time": io_seconds}
         return {k: v + saved.timings.get(k, 0.0) for k, v in now.items()}
 
-    if sampler.whole_trajectory:
+    if sampler.whole_trajectory and config.schedule == "wavefront":
+        # Wavefront PIADM: one record for the whole grid, like ParaDiGMS, but its
+        # in-flight window is checkpointed whenever blocks retire.
+        from .samplers.wavefront import WavefrontState
+        resumed = None
+        if saved.window is not None:
+            rows = np.swapaxes(saved.window_states[first:stop], 0, 1)
+            resumed = WavefrontState(states=np.ascontiguousarray(rows), **saved.window)
+        written = [resumed.front if resumed else 0]
+
+        def on_state(st):
+            nonlocal io_seconds
+            retired = sampler.retired_blocks(grid, st)
+            if not config.checkpoint or retired == sampler.retired_blocks(grid, written[0]):
+                return
+            if retired % config.checkpoint_every and retired != grid.num_blocks:
+                return
+            written[0] = st.front
+            state = checkpoint.RunState(
+                next_block=0, states=None, evaluations=st.evaluations, restarts=saved.restarts,
+                timings=timings(), window=st.counters(), window_states=st.states)
+            io_seconds += checkpoint.save(pgrid, config.checkpoint, st.states[0], state, config)
+        y, bstats = sampler.run_trajectory(grid, y, resumed, on_state)
+        sweeps, residuals, evaluations = [bstats.sweeps], [bstats.residual], bstats.evaluations
+        if on_block is not None:
+            on_block(0, bstats)
+    elif sampler.whole_trajectory:
         # ParaDiGMS slides its window across block boundaries: it gets the whole grid
         # and is recorded as one block (index 0); the block loop below is then empty.
         # (It cannot checkpoint between blocks: RunConfig.validate refuses that.)

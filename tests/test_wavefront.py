@@ -122,3 +122,75 @@ def test_affine_exscan_composes_in_rank_order():
     for r in range(world.rank):
         a, v = a * factors[r], factors[r] * v + offsets[r]
     assert world.allreduce_max(abs(factor - a) + float(np.abs(offset - v).max())) < 1e-14
+
+
+class Interrupted(Exception):
+    """Stands in for a job killed between rounds."""
+
+
+def wavefront_config(tmp_path, comm, **changes):
+    values = dict(SMALL, sampler="piadm-sde", tol=1e-4, active_blocks=2, output=str(tmp_path / "o.h5"),
+                  checkpoint=str(tmp_path / "ck.h5"))
+    return RunConfig(**{**values, **changes}).validate(comm.size)
+
+
+def run_until(config, comm, rounds: int):
+    """Run and stop after ``rounds`` rounds (blocks have retired: a checkpoint exists)."""
+    def stop(block, sweep, residual):
+        if sweep == rounds:
+            raise Interrupted
+    with pytest.raises(Interrupted):
+        run(config, comm, on_sweep=stop)
+
+
+def test_checkpoint_holds_the_window_and_resumes_bitwise(tmp_path):
+    comm = Communicator.self_comm()
+    reference = run(wavefront_config(tmp_path, comm, checkpoint=""), comm)
+    assert reference.stats["rounds"] > 5
+    config = wavefront_config(tmp_path, comm)
+    run_until(config, comm, 5)
+    from hpc_picard import checkpoint
+    state = checkpoint.read(config.checkpoint, config)
+    # the window in flight: W = 2 blocks from the front, all samples
+    assert 0 < state.window["front"] < TOTAL_SLICES
+    assert state.window_states.shape[0] == 4 and state.window_states.shape[2] == 16
+    assert state.window_states.shape[1] > 6
+    resumed = run(config, comm, resume=True)
+    np.testing.assert_array_equal(resumed.samples, reference.samples)
+    assert resumed.stats["rounds"] == reference.stats["rounds"]
+    assert resumed.stats["evaluations"] == reference.stats["evaluations"]
+    assert resumed.stats["restarts"] == 1
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_wavefront_resume_at_the_same_and_another_rank_count():
+    import shutil
+    import tempfile
+    from pathlib import Path
+    from mpi4py import MPI
+    world = Communicator(MPI.COMM_WORLD)
+    path = Path(world.bcast_obj(tempfile.mkdtemp(prefix="wf-ck-") if world.rank == 0 else None))
+    try:
+        reference = run(wavefront_config(path, world, checkpoint=""), world)
+        config = wavefront_config(path, world)
+        run_until(config, world, 5)
+        if world.rank == 0:
+            shutil.copy(path / "ck.h5", path / "copy.h5")
+        world.barrier()
+        resumed = run(config, world, resume=True)
+        message = ""
+        if world.rank == 0:
+            # another rank count: rank 0 alone resumes from the same checkpoint
+            alone = run(wavefront_config(path, Communicator.self_comm(),
+                                         checkpoint=str(path / "copy.h5")),
+                        Communicator.self_comm(), resume=True)
+            same = np.array_equal(resumed.samples, reference.samples)
+            close = np.allclose(alone.samples, reference.samples, rtol=1e-12, atol=1e-12)
+            rounds = alone.stats["rounds"] == resumed.stats["rounds"] == reference.stats["rounds"]
+            message = "" if same and close and rounds else f"same {same} close {close} rounds {rounds}"
+        assert world.bcast_obj(message) == ""
+    finally:
+        world.barrier()
+        if world.rank == 0:
+            shutil.rmtree(path, ignore_errors=True)

@@ -84,6 +84,13 @@ class PicardSampler(Sampler):
         return wavefront.Wavefront(problem, traj, self.ctx.comm, self.picard_iters, self.tol,
                                    self.active_blocks, self.initial_guess, on_round)
 
+    @staticmethod
+    def retired_blocks(grid, state) -> int:
+        """Blocks wholly behind the wavefront's front (a state or a front index)."""
+        front = state if isinstance(state, int) else state.front
+        ends = np.cumsum([b.num_slices for b in grid.blocks])
+        return int(np.searchsorted(ends, front, side="right"))
+
     def run_trajectory(self, grid, y0, state=None, on_state=None):
         """--schedule wavefront: (end state, one BlockStats for the whole grid)."""
         def on_round(st, rows, advance):

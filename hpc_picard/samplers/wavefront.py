@@ -107,6 +107,10 @@ class WavefrontState:
         self.evaluations = int(evaluations)
         self.residual = float(residual)
 
+    def counters(self) -> dict:
+        return {"front": self.front, "front_sweeps": self.front_sweeps, "rounds": self.rounds,
+                "evaluations": self.evaluations, "residual": self.residual}
+
 
 class Wavefront:
     """The schedule on a problem.
