@@ -14,7 +14,7 @@ TORCH_SPEC ?= torch==2.13.0
 RANKS  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-serial test-mpi bench bench-dimension bench-sweeps gpu-check clean help
+.PHONY: install run test test-serial test-mpi bench bench-dimension bench-sweeps bench-wavefront gpu-check clean help
 
 help:
 	@echo "make run      sample the default GRF target on $(RANKS) MPI ranks -> samples.h5"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench    benchmarks (drivers/), printing numbers"
 	@echo "make bench-dimension  rounds vs d on the GRF at fixed KL -> docs/figures/"
 	@echo "make bench-sweeps     plain vs Anderson sweeps, constant vs noise-only guess"
+	@echo "make bench-wavefront  wavefront PIADM vs sequential, blockwise piadm and paradigms (GRF)"
 	@echo "make install  create $(VENV) with everything the above need"
 	@echo "make gpu-check  GPU tests and a short GPU benchmark (needs a CUDA torch, docs/models.md)"
 
@@ -65,6 +66,10 @@ bench-dimension: install
 
 bench-sweeps: install
 	$(PY) drivers/sweep_acceleration.py
+
+# Wavefront PIADM on the GRF (docs/results.md), 64 samples at d = 1024 and 4096.
+bench-wavefront: install
+	$(PY) drivers/wavefront_grf.py --dims 1024 4096
 
 clean:
 	rm -rf $(VENV) samples.h5 .pytest_cache

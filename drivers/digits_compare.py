@@ -12,7 +12,8 @@ one markdown table row: quality, rounds (critical path), score evaluations per
 sample, wall time. Every sampler sees the same grid, seed and initial noise, so the
 rows differ only by the method. `--window` applies to paradigms and `--corrector-steps`
 to piadm-ode (0 turns its corrector off); the settings column names what applies to a
-row. Uses the public API only.
+row. A sampler written NAME:wavefront (piadm-sde:wavefront) runs with `--schedule
+wavefront` and `--active-blocks` W. Uses the public API only.
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def settings(config):
     parts = [f"tol {config.tol:g}"]
     if name.startswith("piadm"):
         parts.append(f"K {config.picard_iters}")
+        if config.schedule == "wavefront":
+            parts.append(f"wavefront W {config.active_blocks}, {config.linear_part}")
     if name == "piadm-ode":
         parts.append(f"corrector {config.corrector_steps}" if config.corrector_steps
                      else "corrector off")
@@ -66,17 +69,20 @@ def main(argv=None):
                         help="paradigms: slices per sliding window")
     parser.add_argument("--corrector-steps", type=int, default=RunConfig.corrector_steps,
                         help="piadm-ode: Langevin corrector slices (0: off)")
+    parser.add_argument("--active-blocks", type=int, default=RunConfig.active_blocks,
+                        help="NAME:wavefront rows: blocks in flight")
     parser.add_argument("--samplers", default=",".join(WANTED))
     parser.add_argument("--json", default=None, help="append the rows as JSON lines here")
     args = parser.parse_args(argv)
 
     install_abort_handler()
     comm = world()
-    names = [n for n in args.samplers.split(",") if n in SAMPLERS]
+    names = [n for n in args.samplers.split(",") if n.split(":")[0] in SAMPLERS]
     base = RunConfig(model="digits", num_samples=args.num_samples, blocks=args.blocks,
                      steps_per_block=args.steps_per_block, picard_iters=args.picard_iters,
                      tol=args.tol, seed=args.seed, window=args.window,
-                     corrector_steps=args.corrector_steps, device="cpu", output=os.devnull)
+                     corrector_steps=args.corrector_steps, active_blocks=args.active_blocks,
+                     device="cpu", output=os.devnull)
     model = build_model(base)
     quality = DigitsQuality.shared() if comm.rank == 0 else None
     if comm.rank == 0:
@@ -84,7 +90,8 @@ def main(argv=None):
     # warm the network once so the first row does not pay torch's first-call costs
     model.score(np.zeros((2, 64)), np.ones(2))
     for name in names:
-        config = base.replace(sampler=name).validate(comm.size)
+        sampler, _, schedule = name.partition(":")
+        config = base.replace(sampler=sampler, schedule=schedule or "blockwise").validate(comm.size)
         comm.barrier()
         result = run(config, comm, model=model)
         if comm.rank != 0:

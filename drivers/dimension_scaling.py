@@ -15,6 +15,11 @@ Search, per d (T chosen so that the initial law's error is 1% of the KL budget):
 - paradigms: window p = --window, total slices L_f as above, tol in 3, 1, 0.3, 0.1, 0.03;
   rounds from the expected residual (linear_analysis.paradigms_variance), on
   --paradigms-bins eigenvalue bins (the covariance of the window costs ~ p^3 per bin).
+- piadm-sde --schedule wavefront (column "wavefront"): total slices L_f as above, split
+  into blocks of M = 32 slices, W = 2 or 4 blocks in flight (a width of W M slices
+  scored per round), the linear part "ou", tol as for paradigms (loosest first);
+  rounds from the expected residual (linear_analysis.wavefront_variance) on the same
+  bins as paradigms.
 
 Prints the table and writes docs/figures/dimension_scaling.{png,json}.
 
@@ -104,12 +109,36 @@ def fewest_paradigms_rounds(lam, mult, T, delta, kl, window, bins_lam):
     return best
 
 
+def fewest_wavefront_rounds(lam, mult, T, delta, kl, bins_lam):
+    """(rounds, total slices, slices per block, blocks in flight, tol, evaluations per
+    sample) of the cheapest wavefront run found."""
+    lam_p, mult_p = bins_lam
+    target = la.target_variance(lam_p, delta)
+    best = None
+    for fraction in BUDGET_FRACTIONS:
+        total = fewest_sequential_steps("sde", lam, mult, T, delta, fraction * kl)
+        blocks = math.ceil(total / WAVEFRONT_SLICES)
+        grid = TimeGrid.build(T, delta, blocks, WAVEFRONT_SLICES)
+        for active in WAVEFRONT_ACTIVE:
+            for tol in PARADIGMS_TOLERANCES:
+                var, rounds, evaluations = la.wavefront_variance(
+                    grid, "sde", lam_p, mult_p, WAVEFRONT_SLICES, tol, active, linear="ou")
+                if la.kl_gaussian(var, target, mult_p) <= kl:
+                    if best is None or rounds < best[0]:
+                        best = (rounds, blocks * WAVEFRONT_SLICES, WAVEFRONT_SLICES, active,
+                                tol, evaluations)
+                    break
+    return best
+
+
+WAVEFRONT_SLICES = 32
+WAVEFRONT_ACTIVE = (2, 4)
 #: corrector settings tried for piadm-ode: None, or (slices = sweeps)
 CORRECTORS = (None, 4, 16)
 PARADIGMS_TOLERANCES = (3.0, 1.0, 0.3, 0.1, 0.03)    # loosest first
 
 
-def study(exponents, kl, delta, bins, window, paradigms_bins):
+def study(exponents, kl, delta, bins, window, paradigms_bins, wavefront=True):
     rows = []
     for e in exponents:
         d = 2**e
@@ -132,7 +161,9 @@ def study(exponents, kl, delta, bins, window, paradigms_bins):
         row["paradigms-plan"] = fewest_paradigms_rounds(
             lam, mult, T, delta, kl, window, la.grf_modes(model, paradigms_bins)) \
             if window else None
-        for name in ("piadm-sde", "piadm-ode", "paradigms"):
+        row["wavefront-plan"] = fewest_wavefront_rounds(
+            lam, mult, T, delta, kl, la.grf_modes(model, paradigms_bins)) if wavefront else None
+        for name in ("piadm-sde", "piadm-ode", "paradigms", "wavefront"):
             row[name] = row[f"{name}-plan"][0] if row[f"{name}-plan"] else None
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
@@ -140,14 +171,17 @@ def study(exponents, kl, delta, bins, window, paradigms_bins):
     return rows
 
 
-SAMPLERS = ("sequential-sde", "piadm-sde", "paradigms", "sequential-ode", "piadm-ode")
+SAMPLERS = ("sequential-sde", "piadm-sde", "paradigms", "wavefront", "sequential-ode", "piadm-ode")
 
 
 def describe_plans(row) -> str:
     sde, ode, para = row["piadm-sde-plan"], row["piadm-ode-plan"], row["paradigms-plan"]
+    wave = row.get("wavefront-plan")
     parts = [f"sde N={sde[1]} M={sde[2]} K={sde[3]}" if sde else "sde -",
              f"ode N={ode[1]} M={ode[2]} K={ode[3]} Mc={ode[4]}" if ode else "ode -",
-             f"paradigms L={para[1]} tol={para[2]}" if para else "paradigms -"]
+             f"paradigms L={para[1]} tol={para[2]}" if para else "paradigms -",
+             f"wavefront L={wave[1]} M={wave[2]} W={wave[3]} (width {wave[2] * wave[3]}) "
+             f"tol={wave[4]} evals={wave[5]}" if wave else "wavefront -"]
     return "; ".join(parts)
 
 
@@ -173,7 +207,7 @@ def plot(rows, path, kl):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for name, style in zip(SAMPLERS, ("o-", "s-", "^-", "o--", "s--")):
+    for name, style in zip(SAMPLERS, ("o-", "s-", "^-", "v-", "o--", "s--")):
         d = [r["d"] for r in rows if r[name]]
         y = [r[name] for r in rows if r[name]]
         power, polylog = fit_growth(rows, name)
@@ -197,10 +231,12 @@ def main():
     parser.add_argument("--window", type=int, default=64, help="paradigms window (0: skip)")
     parser.add_argument("--paradigms-bins", type=int, default=32,
                         help="eigenvalue bins of the paradigms analysis (its cost is ~ p^3)")
+    parser.add_argument("--no-wavefront", action="store_true", help="skip the wavefront column")
     parser.add_argument("--out", default="docs/figures")
     args = parser.parse_args()
     print(f"{'d':>7} {'T':>5} " + " ".join(f"{s:>14}" for s in SAMPLERS) + "  plans")
-    rows = study(args.exponents, args.kl, args.delta, args.bins, args.window, args.paradigms_bins)
+    rows = study(args.exponents, args.kl, args.delta, args.bins, args.window, args.paradigms_bins,
+                 not args.no_wavefront)
     print()
     for name in SAMPLERS:
         power, polylog = fit_growth(rows, name)
@@ -208,9 +244,11 @@ def main():
             print(f"{name:<15} rounds ~ d^{power:.3f}   (or ~ (log d)^{polylog:.2f})")
     last = rows[-1]
     for seq, par in (("sequential-sde", "piadm-sde"), ("sequential-sde", "paradigms"),
-                     ("sequential-ode", "piadm-ode")):
+                     ("sequential-sde", "wavefront"), ("sequential-ode", "piadm-ode")):
         if last[par]:
             print(f"d = {last['d']}: {seq} / {par} = {last[seq] / last[par]:.1f}x")
+    if last.get("wavefront") and last.get("paradigms"):
+        print(f"d = {last['d']}: wavefront / paradigms rounds = {last['wavefront'] / last['paradigms']:.2f}")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "dimension_scaling.json"), "w") as fh:
         json.dump({"kl": args.kl, "delta": args.delta, "bins": args.bins, "rows": rows}, fh,
