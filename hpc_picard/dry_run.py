@@ -38,14 +38,23 @@ def make_plan(config, n_ranks: int) -> dict:
                       "memory_bytes": _memory(config, stop - first, hi - lo, rank == 0,
                                               time_parallel, state_bytes),
                       "device": "cpu"})
+    plan_rounds = grid.num_blocks * sweeps
+    evaluations = grid.num_blocks * sweeps * (slices if time_parallel else 1)
+    if config.schedule == "wavefront":
+        # At worst one slice a round (tol 0), each round scoring the whole window.
+        from .samplers.wavefront import window_bounds
+        plan_rounds, evaluations, window_states = window_bounds(config, grid)
+        for row in ranks:
+            row["memory_bytes"] += 3 * window_states * (row["samples"][1] - row["samples"][0]) \
+                * config.dim * F64
     return {
         "sampler": config.sampler, "model": config.model, "dim": config.dim,
         "num_samples": config.num_samples, "n_ranks": n_ranks,
         "time_ranks": time_ranks, "sample_groups": groups,
         "blocks": grid.describe(),
-        "rounds": grid.num_blocks * sweeps,
+        "rounds": plan_rounds,
         "sequential_rounds": grid.total_slices,
-        "evaluations_per_sample": grid.num_blocks * sweeps * (slices if time_parallel else 1),
+        "evaluations_per_sample": evaluations,
         "sweeps_per_block": sweeps, "early_stopping": time_parallel and config.tol > 0,
         "checkpoints": (-(-grid.num_blocks // config.checkpoint_every) if config.checkpoint else 0),
         "ranks": ranks,

@@ -245,6 +245,20 @@ class Wavefront:
         return st
 
 
+def window_bounds(config, grid) -> tuple:
+    """(most rounds, most evaluations per sample, most states in the window) of a
+    wavefront run: tol 0 accepts one slice a round (plus the corrector's sweeps at
+    every block end), and a round scores at most the W blocks in flight."""
+    active = config.active_blocks if config.active_blocks > 0 else grid.num_blocks
+    width = max(sum(b.num_slices for b in grid.blocks[n:n + active]) for n in range(grid.num_blocks))
+    corrector = 0
+    if config.sampler == "piadm-ode" and config.corrector_steps > 0:
+        corrector = min(config.picard_iters, config.corrector_steps)
+    rounds = grid.total_slices + grid.num_blocks * corrector
+    evaluations = grid.total_slices * width + grid.num_blocks * corrector * config.corrector_steps
+    return rounds, evaluations, width + 1
+
+
 class SamplerProblem:
     """The wavefront's problem for a sampler: its model's scores and its noise."""
 
