@@ -44,12 +44,13 @@ def main():
     parser.add_argument("--num-samples", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=16)
     parser.add_argument("--steps-per-block", type=int, default=64)
+    parser.add_argument("--skip", nargs="*", default=[], help="labels of the default rows to leave out")
     parser.add_argument("--extra", nargs="*", default=[],
                         help="more rows: 'label:key=value,...' (RunConfig fields)")
     args = parser.parse_args()
     install_abort_handler()
     comm = world()
-    plans = list(PLANS) + [parse_plan(e) for e in args.extra]
+    plans = [p for p in PLANS if p[0] not in args.skip] + [parse_plan(e) for e in args.extra]
     for d in args.dims:
         base = RunConfig(model="grf", dim=d, num_samples=args.num_samples, blocks=args.blocks,
                          steps_per_block=args.steps_per_block, output="unused.h5")
