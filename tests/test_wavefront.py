@@ -93,6 +93,7 @@ def test_bad_wavefront_options_are_refused(options, message):
     ("piadm-sde", dict(tol=1e-3, active_blocks=2)),
     ("piadm-sde", dict(tol=0.0, active_blocks=0, linear_part="exp")),
     ("piadm-ode", dict(tol=1e-3, active_blocks=1, corrector_steps=3)),
+    ("piadm-sde", dict(tol=1e-3, active_blocks=2, time_ranks=1)),    # sample groups
 ])
 def test_wavefront_is_rank_count_invariant(sampler, options):
     """Every rank count gives one rank's samples and rounds; the window's tail (fewer
@@ -136,8 +137,11 @@ def wavefront_config(tmp_path, comm, **changes):
 
 def run_until(config, comm, rounds: int):
     """Run and stop after ``rounds`` rounds (blocks have retired: a checkpoint exists)."""
-    def stop(block, sweep, residual):
-        if sweep == rounds:
+    calls = []
+
+    def stop(block, sweep, residual):          # called once a round
+        calls.append(block)
+        if len(calls) == rounds:
             raise Interrupted
     with pytest.raises(Interrupted):
         run(config, comm, on_sweep=stop)

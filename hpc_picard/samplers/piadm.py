@@ -94,8 +94,10 @@ class PicardSampler(Sampler):
     def run_trajectory(self, grid, y0, state=None, on_state=None):
         """--schedule wavefront: (end state, one BlockStats for the whole grid)."""
         def on_round(st, rows, advance):
+            # Progress reports the front's block and its rounds there (at most K).
             if self.ctx.on_sweep is not None:
-                self.ctx.on_sweep(int(grid.blocks[0].index), st.rounds, st.residual)
+                block = min(self.retired_blocks(grid, st), grid.num_blocks - 1)
+                self.ctx.on_sweep(block, st.front_sweeps, float(np.sqrt(st.residual)))
         st = self.wavefront(grid, on_round).run(y0, state, on_state)
         return (st.states[0].astype(self.ctx.dtype),
                 BlockStats(sweeps=st.rounds, evaluations=st.evaluations,
