@@ -25,7 +25,7 @@ unit-variance Gaussian exactly (alpha = 2 - e^{e} on the SDE path, 1 on the ODE 
 and lags only s(Y) + Y, the part of the score a standardised data set does not
 explain. Both have the fixed point of the sequential sampler, and both leave the
 map lower triangular: after k rounds from a fixed start the first k + 1 states are
-exact. (alpha > 0 needs steps below log 2 on the SDE path: refused otherwise.)
+exact.
 
 Acceptance (ParaDiGMS' window rule, at the window's front): after a round,
 r_m = max over samples |Y_m^new - Y_m^old|^2 / (d v_m); the front advances to the
@@ -71,9 +71,6 @@ class Trajectory:
         a, c, b = step_coefficients(steps, path)
         kappa = LINEAR_PARTS[linear]
         self.alpha = a - kappa * c
-        if (self.alpha <= 0).any():
-            raise ValueError(f"the linear part {linear!r} needs every step below log 2 on "
-                             f"the {path} path; use more slices or the linear part 'exp'")
         self.kappa = kappa
         self.c, self.b = c, b
         self.times = times
@@ -118,8 +115,8 @@ class Wavefront:
     problem.score(rows, slices)     -> s at rows (J, ...) of the given global slices;
     problem.increments(slices)      -> xi of those slices (J, ...), float64;
     problem.residual(diff)          -> (J,): max over samples of |diff|^2 / d per row;
-    problem.correct(block, state)   -> (corrected state, rounds, evaluations), or None
-                                       when there is no corrector.
+    problem.corrects                -> whether there is a corrector at block ends;
+    problem.correct(block, state)   -> (corrected state, rounds, evaluations).
     """
 
     def __init__(self, problem, trajectory: Trajectory, comm, sweeps: int, tol: float,
