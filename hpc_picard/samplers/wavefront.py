@@ -273,11 +273,11 @@ class SamplerProblem:
         return out.astype(np.float64)
 
     def increments(self, slices):
-        from .. import noise
-        ctx = self.sampler.ctx
-        return np.stack([noise.gaussian(ctx.seed, noise.STREAM_INCREMENT, int(self.traj.block_of[j]),
-                                        int(self.traj.local[j]), ctx.samples, ctx.model.dim)
-                         for j in slices])
+        # The sampler draws (and times) the noise block by block.
+        blocks = self.traj.block_of[slices]
+        return np.concatenate([
+            self.sampler.increments(self.traj.grid.blocks[n], self.traj.local[slices[blocks == n]])
+            for n in np.unique(blocks)])
 
     @staticmethod
     def residual(diff):
