@@ -11,14 +11,16 @@ import sys
 
 import click
 
-from .config import (ACCELERATIONS, CUDA_AWARE_CHOICES, DEVICES, DTYPES, INITIAL_GUESSES,
-                     PARADIGMS_FORMS, SAMPLERS, ConfigError, RunConfig)
+from .config import CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, ConfigError, RunConfig
 from .plans import resolve_plan
+from .samplers import sampler_options
 
 _DEFAULTS = RunConfig()
 
-# (flag, field, type, help). Defaults come from RunConfig so the file, the CLI and the
-# library agree; an option left out on the command line is None and does not override.
+# (flag, field, type, help) of the general options; a new one is a row here and a field
+# in RunConfig. Defaults come from RunConfig so the file, the CLI and the library agree;
+# an option left out on the command line is None and does not override. The samplers'
+# own options follow (SAMPLER_OPTIONS, from the classes' declarations).
 OPTIONS = [
     ("--model", "model", str, "Score model: grf, gmm (analytic), digits (trained demo), "
      "diffusers:PATH (local diffusers folder) or module:factory (your own)."),
@@ -29,8 +31,6 @@ OPTIONS = [
     ("--delta", "delta", float, "Early-stopping time delta > 0: samples follow p_delta."),
     ("--blocks", "blocks", int, "Number of time blocks N."),
     ("--steps-per-block", "steps_per_block", int, "Slices (steps) M per block."),
-    ("--picard-iters", "picard_iters", int, "Most Picard sweeps K per block."),
-    ("--tol", "tol", float, "Stop a block's sweeps once its residual <= tol (0: exactly K sweeps)."),
     ("--seed", "seed", int, "Seed of every random number in the run."),
     ("--dtype", "dtype", click.Choice(DTYPES), "Floating-point type of the states and scores."),
     ("--time-ranks", "time_ranks", int, "Ranks per sample group, splitting time slices (0: all ranks)."),
@@ -49,18 +49,16 @@ OPTIONS = [
     ("--cuda-aware-mpi", "cuda_aware_mpi", click.Choice(CUDA_AWARE_CHOICES),
      "Hand GPU buffers to MPI directly (auto: detect from the MPI library)."),
     ("--save-images", "save_images", str, "Write the samples as a PNG grid to this file."),
-    # the ODE corrector, ParaDiGMS, sweep variants and plans (docs/samplers.md)
-    ("--corrector-steps", "corrector_steps", int, "piadm-ode: Langevin corrector slices per block end (0: off)."),
-    ("--corrector-time", "corrector_time", float, "piadm-ode: corrector duration in reverse time (capped near the data end)."),
-    ("--corrector-friction", "corrector_friction", float, "piadm-ode: corrector friction gamma."),
-    ("--window", "window", int, "paradigms: slices per sliding window p (a state is accepted once r <= tol^2)."),
-    ("--paradigms-form", "paradigms_form", click.Choice(PARADIGMS_FORMS),
-     "paradigms: window update; exponential (integrating factor) or additive (the original ParaDiGMS)."),
-    ("--initial-guess", "initial_guess", click.Choice(INITIAL_GUESSES), "piadm: first iterate of the sweeps."),
-    ("--accelerate", "accelerate", click.Choice(ACCELERATIONS), "piadm: mixing of the sweeps."),
-    ("--anderson-depth", "anderson_depth", int, "piadm: differences kept by --accelerate anderson."),
+    # plans (docs/samplers.md)
     ("--accuracy", "accuracy", float, "> 0: choose T, blocks, slices and sweeps for KL <= accuracy^2."),
 ]
+
+
+SAMPLER_OPTIONS = [
+    (option.flag, name, click.Choice(option.choices) if option.choices else option.type,
+     f"{', '.join(users)}: {option.help}")
+    for name, (option, users) in sampler_options().items()]
+OPTIONS += SAMPLER_OPTIONS
 
 
 def _with_options(fn):
@@ -116,6 +114,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
             check_existing_files(config, overwrite, resume)
     except ConfigError as exc:
         _error(comm, str(exc))
+    warn_unused_options(comm, config, config_file, overrides)
 
     if dry_run:
         from .dry_run import format_plan, make_plan
@@ -154,6 +153,17 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
 
     if comm.rank == 0:
         finish(config, comm.size, result, quiet)
+
+
+def warn_unused_options(comm, config: RunConfig, config_file, overrides: dict):
+    """Rank 0: one warning line per option of another sampler that the file or the
+    command line sets; the run ignores it (docs/usage.md, "Sampler options")."""
+    from .config import load_toml
+    given = set(overrides) | (set(load_toml(config_file)) if config_file else set())
+    if comm.rank == 0:
+        for flag in config.unused_options(given):
+            click.echo(f"picard-sample: warning: {flag} is not an option of {config.sampler}; "
+                       f"ignored", err=True)
 
 
 def check_existing_files(config: RunConfig, overwrite: bool, resume: bool):
