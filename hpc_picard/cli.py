@@ -12,6 +12,7 @@ import sys
 import click
 
 from .config import CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, ConfigError, RunConfig
+from .models import resolve_dim
 from .plans import resolve_plan
 from .samplers import sampler_options
 
@@ -24,7 +25,8 @@ _DEFAULTS = RunConfig()
 OPTIONS = [
     ("--model", "model", str, "Score model: grf, gmm (analytic), digits (trained demo), "
      "diffusers:PATH (local diffusers folder) or module:factory (your own)."),
-    ("--dim", "dim", int, "Data dimension d (a perfect square for grf)."),
+    ("--dim", "dim", int, "Data dimension d; 0 or omitted: the model's own (1024 for grf and gmm; "
+     "a network's is fixed and a contradicting --dim is refused). A perfect square for grf."),
     ("--num-samples", "num_samples", int, "Number of samples."),
     ("--sampler", "sampler", click.Choice(SAMPLERS), "Sampling algorithm."),
     ("--T", "T", float, "Forward time horizon T (reverse sampling starts at N(0, I))."),
@@ -106,8 +108,10 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
     try:
         if plan_ranks is not None and plan_ranks < 1:
             raise ConfigError(f"--plan-ranks must be positive, got {plan_ranks}")
-        # --accuracy fills in T, blocks, slices and sweeps (plans.py) before validation.
-        config = resolve_plan(RunConfig.from_sources(config_file, overrides)).validate(n_ranks)
+        # The model's d first (an omitted --dim takes it, a contradicting one is refused),
+        # then --accuracy fills in T, blocks, slices and sweeps (plans.py) from that d.
+        config = resolve_plan(resolve_dim(RunConfig.from_sources(config_file, overrides)))
+        config = config.validate(n_ranks)
         if resume and not config.checkpoint:
             raise ConfigError("--resume needs --checkpoint PATH (the file to resume from)")
         if not dry_run:
@@ -139,7 +143,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
 
     try:
         result = run(config, comm, on_block=progress.block, on_sweep=on_sweep, resume=resume)
-    except CheckpointError as exc:
+    except (CheckpointError, ConfigError) as exc:
         progress.close()
         _error(comm, str(exc))
     except (SamplingError, DeviceError) as exc:
@@ -183,8 +187,7 @@ def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
     from .models import build_model
     from .output import write_samples
     model = result.model if getattr(result, "model", None) is not None else build_model(config)
-    # A network fixes d; the file records the d the samples have.
-    config = config.replace(dim=int(model.dim))
+    config = getattr(result, "config", None) or config      # as run: the model's d
     if config.save_images:
         from .models.digits import image_grid, write_png
         side = image_side(model)
@@ -236,7 +239,7 @@ def check_main(config_file, points, **options):
     overrides = {k: v for k, v in options.items() if v is not None}
     comm = Communicator.self_comm()
     try:
-        config = RunConfig.from_sources(config_file, overrides).validate(1)
+        config = resolve_dim(RunConfig.from_sources(config_file, overrides)).validate(1)
     except ConfigError as exc:
         click.echo(f"picard-check-model: error: {exc}", err=True)
         sys.exit(2)

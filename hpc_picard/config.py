@@ -53,7 +53,7 @@ def _with_sampler_options(cls):
 class RunConfig:
     # what to sample
     model: str = "grf"
-    dim: int = 1024
+    dim: int = 0                 # 0: the model's own d (models.resolve_dim; 1024 for grf, gmm)
     num_samples: int = 256
     # how
     sampler: str = "piadm-sde"
@@ -136,7 +136,9 @@ class RunConfig:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
-        for name in ("dim", "num_samples", "blocks", "steps_per_block"):
+        if self.dim < 0:
+            raise ConfigError(f"--dim must be positive (omit it for the model's own d), got {self.dim}")
+        for name in ("num_samples", "blocks", "steps_per_block"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         for name, (option, _) in sampler_options().items():

@@ -83,7 +83,11 @@ def picard_block_coefficients(block, path: str, lam, sweeps: int,
     and the summed squares of its coefficients on the xi_j.
 
     Returns (p, q2), both of shape (sweeps, modes): Y_M = p Y_0 + (noise of variance q2).
+    The noise-only initial guess needs the SDE's increments: on the ODE path it is
+    refused, as the sampler refuses it.
     """
+    if initial_guess == "noise" and path == "ode":
+        raise ValueError("the ODE path has no noise-only trajectory: initial_guess must be 'constant'")
     _, c, b, factor = _slice_arrays(block, path, lam)
     M = block.num_slices
     tau = block.tau

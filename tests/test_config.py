@@ -38,7 +38,7 @@ def test_missing_file():
     ({"model": "nope"}, "unknown model 'nope'"),
     ({"sampler": "euler"}, "unknown sampler 'euler'"),
     ({"dim": 10}, "perfect square"),
-    ({"dim": 0}, "--dim must be positive"),
+    ({"dim": -4}, "--dim must be positive"),
     ({"num_samples": -1}, "--num-samples must be positive"),
     ({"blocks": 0}, "--blocks must be positive"),
     ({"steps_per_block": 0}, "--steps-per-block must be positive"),
