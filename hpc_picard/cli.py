@@ -12,7 +12,6 @@ import sys
 import click
 
 from .config import CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, ConfigError, RunConfig
-from .models import resolve_dim
 from .plans import resolve_plan
 from .samplers import sampler_options
 
@@ -100,6 +99,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
     Run under MPI, e.g. `mpiexec -n 4 picard-sample --model grf --dim 4096`.
     Exit codes: 0 done, 2 bad input (nothing computed), 1 the numerics failed.
     """
+    from .models import resolve_dim
     from .parallel import install_abort_handler, world
     install_abort_handler()
     comm = world()
@@ -235,6 +235,7 @@ def check_main(config_file, points, **options):
 
     e.g. `picard-check-model --model mypackage.models:make_score --dim 256`.
     """
+    from .models import resolve_dim
     from .parallel import Communicator
     overrides = {k: v for k, v in options.items() if v is not None}
     comm = Communicator.self_comm()

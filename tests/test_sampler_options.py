@@ -152,3 +152,12 @@ def test_a_new_sampler_is_one_module_and_one_registry_line(in_tmp):
     assert "warning: --euler-substeps is not an option of piadm-sde" in out["other"]
     assert out["toml"] == 3
     assert out["run"] == [0, 30, 3]
+
+
+def test_reading_the_sampler_classes_does_not_start_mpi():
+    """config.py imports the registry; --help and the job-script generator (login
+    nodes) must still not initialise MPI (parallel/__init__.py loads comm lazily)."""
+    code = ("import sys, hpc_picard.cli, hpc_picard.config; "
+            "print('mpi4py.MPI' in sys.modules, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "False"], done.stderr
