@@ -76,7 +76,6 @@ def test_linear_analysis_of_the_wavefront():
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(sampler="paradigms"), "--schedule wavefront needs"),
     (dict(accelerate="anderson"), "does not apply to --schedule wavefront"),
     (dict(active_blocks=-1), "--active-blocks"),
     (dict(schedule="diagonal"), "--schedule"),
