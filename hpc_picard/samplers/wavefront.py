@@ -49,6 +49,15 @@ all-gathered after the scan, as in ParaDiGMS); only its own slices are scored.
 
 :class:`Wavefront` runs the schedule on any linear-algebra "problem" (the sampler's
 score and noise, or the exact per-mode coefficients of linear_analysis).
+
+Onto the sweep engine (issue 8, samplers/engine.py once it lands): the window is one
+engine window over the active blocks' slices with the integrating factor
+G_m = prod_{j<m} alpha_j (window-wide, so a plain Exscan SUM replaces the affine op
+while G stays in range, e^{+-T}), weight_j = c_j / G_{j+1}, fixed_j = b_j xi_j / G_{j+1}
+and the lagged linear term kappa c_j / G_{j+1}; the engine's front/freeze rule is the
+acceptance above, and its slide (Alltoallv) lets each rank own only its slices instead
+of the all-gathered window. What stays here: block entry/retirement, the K cap, the
+corrector stop at block ends, and the checkpointed window.
 """
 from __future__ import annotations
 
