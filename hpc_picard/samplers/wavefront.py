@@ -67,7 +67,7 @@ from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
 
 SCHEDULES = ("blockwise", "wavefront")
-LINEAR_PARTS = {"exp": 0.0, "ou": 1.0}
+LINEAR_PARTS = {"ou": 1.0, "exp": 0.0}      # the default first
 
 
 class Trajectory:
