@@ -25,6 +25,18 @@ def test_device_policy():
         choose_device("tpu", 0, 1)
 
 
+def test_ranks_sharing_a_gpu_split_its_memory_budget(monkeypatch):
+    assert [devices.ranks_sharing_gpu(r, 5, 2) for r in range(5)] == [3, 2, 3, 2, 3]
+    assert devices.ranks_sharing_gpu(0, 1, 4) == 1
+    monkeypatch.setattr(devices, "_gpu_sharers", 2)
+    assert devices.gpu_memory_budget(1000, 0.5) == 250
+    # without a GPU (gpu_count given) the placement still counts the sharers, and
+    # a later CPU placement puts the budget back to one rank
+    place = devices.place("cuda", Communicator.self_comm(), gpu_count=1)
+    assert (place.kind, place.gpu_sharers, devices._gpu_sharers) == ("cuda", 1, 1)
+    assert devices.place("cpu", Communicator.self_comm()).gpu_sharers == 1
+
+
 def test_cuda_aware_detection(monkeypatch):
     for name in devices._CUDA_AWARE_ENV:
         monkeypatch.delenv(name, raising=False)
@@ -116,6 +128,10 @@ def test_node_local_split_and_staged_collectives():
           and torch.all(ex == r * (r + 1) / 2).item()
           and torch.all(total == world.size * (world.size + 1) / 2).item()
           and torch.all(got == world.size - 1).item())
+    # every rank of the job is on one node: with one GPU they all share it
+    shared = devices.place("cuda", world, gpu_count=1)
+    ok = ok and shared.index == 0 and shared.gpu_sharers == world.size
+    devices.place("cpu", world)
     verdicts = world.allgather_obj(bool(ok))
     assert all(verdicts), verdicts
 
