@@ -51,12 +51,19 @@ install_everything() {
     [ -e "${wheels[0]}" ] || { echo "no wheels in .whl/: run 'make gpu-wheels' and carry .whl"; return 1; }
     # Into the interpreter's own environment (root on a throwaway machine): mpich's
     # libmpi then lands in <prefix>/lib, where mpi4py looks for it.
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "${wheels[@]}" || return 1
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --ignore-installed \
+        "${wheels[@]}" || return 1
     if ! "$PY" -c "from mpi4py import MPI" 2>/dev/null && compgen -G ".whl/fallback/*.whl" >/dev/null; then
         echo "the machine's mpi4py cannot load an MPI library: installing the carried mpi4py"
         "$PY" -m pip install -q --no-index --no-deps --no-compile --force-reinstall .whl/fallback/*.whl || return 1
     fi
-    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . || return 1
+    # A setuptools older than 77 cannot read our pyproject's license field: then the
+    # tree is used from PYTHONPATH (set below for every step), which is all it needs.
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . ||
+        echo "editable install failed: using the tree from PYTHONPATH"
+}
+
+report_versions() {
     "$PY" - <<'EOF'
 import diffusers, pytest_mpi, torch, hpc_picard
 from mpi4py import MPI
@@ -69,7 +76,10 @@ EOF
 
 echo "== $(date -u +%FT%TZ) on $(hostname): steps '$STEPS', out $OUT"
 nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,driver_version --format=csv || true
-step install "$T_INSTALL" bash -c "$(declare -f install_everything); PY='$PY' install_everything" ||
+export PY
+export -f install_everything          # so that `timeout` can run it in a child bash
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+step install "$T_INSTALL" bash -c install_everything && report_versions ||
     { echo "install failed: nothing else can run"; exit 1; }
 MPIEXEC=$("$PY" -c 'import os, sys; print(os.path.join(sys.prefix, "bin", "mpiexec"))')
 [ -x "$MPIEXEC" ] || MPIEXEC=$(command -v mpiexec)
