@@ -3,6 +3,7 @@
     python3 drivers/gpu_study.py --device cuda --budget-s 200 --out gpu_study.json
     mpiexec -n 2 python3 drivers/gpu_study.py --device cuda --parts breakdown --out two.json
     .venv/bin/python drivers/gpu_study.py --device cpu --tiny --out /tmp/study.json  # CI
+    python3 drivers/gpu_study.py --report gpu_study.json      # its tables in markdown
 
 `make gpu-study` runs the first (tiny on a machine without a GPU); drivers/gpu_machine.sh
 runs everything on the lent GPU machine (docs/gpu.md). Three parts, each a list of rows
@@ -276,7 +277,7 @@ def environment(device: str, comm) -> dict:
     from mpi4py import MPI
     info = {"host": socket.gethostname(), "python": sys.version.split()[0],
             "numpy": np.__version__, "cpu_count": os.cpu_count(), "device": device,
-            "ranks": comm.size, "mpi": MPI.Get_library_version().strip().splitlines()[0],
+            "ranks": comm.size, "mpi": " ".join(MPI.Get_library_version().split("\n")[0].split()),
             "git_commit": _git_commit()}
     try:
         import torch
@@ -502,6 +503,15 @@ def wall_clock(study: Study, spec: Spec, samples_list: list):
                        noise_s=stats["noise_time"],
                        max_block_residual=float(np.max(result.per_block["residual_per_block"])),
                        gpu_max_memory_bytes=int(torch.cuda.max_memory_allocated()) if cuda else None)
+            # What the batch-cost curve alone predicts: sequential's evaluations of B
+            # rows against this sampler's rounds of its mean batch (paradigms' window
+            # shrinks at the end). A wall speed-up far below it is time outside the
+            # network (copies, host arithmetic, overheads).
+            mean_rows = max(1, round(samples * stats["evaluations"] / stats["rounds"]))
+            cost_one, cost_round = (cost_at(study, spec, n) for n in (samples, mean_rows))
+            if cost_one and cost_round:
+                row["network_bound_speedup"] = (stats["sequential_rounds"] * cost_one
+                                                / (stats["rounds"] * cost_round))
             key = (samples, backend)
             if changes["sampler"] == "sequential-sde":
                 references[key] = (result.samples, stats["wall_time"])
@@ -581,6 +591,61 @@ def breakdown(study: Study, spec: Spec, samples_list: list, sweeps: int):
                                 "per_rank": ranks})
 
 
+# -- markdown tables for docs/results.md ------------------------------------------------------
+def _cell(value, scale=1.0, digits=3):
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return f"{value * scale:.{digits}g}"
+    return str(value)
+
+
+def _table(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_report(record: dict) -> str:
+    """The study's tables as docs/results.md shows them."""
+    env = record["environment"]
+    where = env.get("gpu") or f"CPU ({env.get('cpu_count')} cores)"
+    out = [f"Hardware: {where}; torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), "
+           f"{env.get('mpi')}, {env.get('ranks')} rank(s); commit {env.get('git_commit')}."]
+    for name, info in record["models"].items():
+        out.append(f"Model {name}: {info['parameters']:,} parameters, state {info['shape']}.")
+    costs = {}
+    for r in record["batch_cost"]:
+        costs.setdefault(r["rows"], {})[r["model"]] = r
+    models = list(record["models"])
+    header = ["rows"] + [f"{m} {what} ms" for m in models for what in ("network", "score")]
+    rows = [[str(n)] + [_cell(costs[n].get(m, {}).get(k), 1e3) for m in models
+                        for k in ("network_s", "score_s")] for n in sorted(costs)]
+    if rows:
+        out += ["### Batch cost t_eval(rows)", _table(header, rows)]
+    header = ["model", "B", "sampler", "rounds", "evals/sample", "wall s", "speed-up",
+              "network-bound speed-up", "GPU memory GiB", "rel. diff", "equal", "status"]
+    rows = [[r["model"], str(r["samples"]), r["sampler"], _cell(r.get("rounds")),
+             _cell(r.get("evaluations")), _cell(r.get("wall_s")), _cell(r.get("speedup")),
+             _cell(r.get("network_bound_speedup")), _cell(r.get("gpu_max_memory_bytes"), 2.0**-30),
+             _cell(r.get("rel_diff"), digits=2), _cell(r.get("equal")), r["status"]]
+            for r in record["wall_clock"]]
+    if rows:
+        out += ["### Wall clock, same grid", _table(header, rows)]
+    header = ["model", "B", "ranks", "slices", "sweep ms", "network", "copies + conversion",
+              "MPI", "other", "noise / block", "memcpy HtoD", "memcpy DtoH", "kernels"]
+    keys = ("network_s", "copies_and_conversion_s", "communication_s", "other_s",
+            "noise_per_block_s", "memcpy_htod_s", "memcpy_dtoh_s", "kernels_s")
+    rows = [[r["model"], str(r["samples"]), str(r["ranks"]), str(r["slices"]),
+             _cell(r.get("wall_s"), 1e3)] + [_cell(r.get(k), 1e3) for k in keys]
+            for r in record["breakdown"]]
+    if rows:
+        out += ["### One piadm-sde sweep (ms per sweep)", _table(header, rows)]
+    return "\n\n".join(out) + "\n"
+
+
 # -- command line ---------------------------------------------------------------------------
 def int_list(text: str) -> list:
     return [int(v) for v in text.split(",") if v.strip()]
@@ -614,6 +679,8 @@ def parse(argv=None):
                         help="skip runs that would end later than this many seconds (0: no limit)")
     parser.add_argument("--out", default="gpu_study.json")
     parser.add_argument("--no-csv", dest="csv", action="store_false")
+    parser.add_argument("--report", metavar="JSON",
+                        help="print the markdown tables of an earlier study's JSON and exit")
     args = parser.parse_args(argv)
     sizes = TINY if args.tiny else FULL
     for name, default in sizes.items():
@@ -638,6 +705,10 @@ def resolve_device(requested: str, comm) -> str:
 
 def main(argv=None):
     args = parse(argv)
+    if args.report:
+        with open(args.report) as fh:
+            print(markdown_report(json.load(fh)), end="")
+        return
     comm = world()
     if comm.size > 1:
         install_abort_handler()
