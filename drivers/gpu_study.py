@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 import numpy as np
 
@@ -371,14 +372,16 @@ def write_csv(path: str, rows: list):
         writer.writerows(flat)
 
 
-def out_of_memory(exc) -> bool:
-    return "out of memory" in str(exc).lower()
-
-
-def free_device_memory(cuda: bool):
-    if cuda:
-        import torch
-        torch.cuda.empty_cache()
+def failure(exc, cuda: bool) -> str:
+    """The status of a measurement that raised: the GPU's time is too short to lose
+    the remaining measurements to one failure, so the study records it and goes on."""
+    if "out of memory" in str(exc).lower():
+        if cuda:
+            import torch
+            torch.cuda.empty_cache()
+        return "out of memory"
+    traceback.print_exc()
+    return f"error: {type(exc).__name__}: {exc}"[:300]
 
 
 # -- part 1: batch-cost curves ----------------------------------------------------------
@@ -401,11 +404,8 @@ def batch_cost(study: Study, spec: Spec, rows_list: list):
             with torch.no_grad():
                 network_s = median_seconds(lambda: model.network(xs, ts), cuda)
             score_s = median_seconds(lambda: model.score(x, t), cuda)
-        except RuntimeError as exc:
-            if not out_of_memory(exc):
-                raise
-            free_device_memory(cuda)
-            study.add("batch_cost", {**row, "status": "out of memory"})
+        except Exception as exc:
+            study.add("batch_cost", {**row, "status": failure(exc, cuda)})
             break
         study.add("batch_cost", {**row, "status": "ok", "network_s": network_s, "score_s": score_s,
                                  "network_rows_per_s": rows / network_s,
@@ -490,11 +490,8 @@ def wall_clock(study: Study, spec: Spec, samples_list: list):
             try:
                 with on_grid(spec.grid):
                     result = runner.run(config, study.comm, model=spec.model)
-            except RuntimeError as exc:
-                if not out_of_memory(exc):
-                    raise
-                free_device_memory(cuda)
-                study.add("wall_clock", {**row, "status": "out of memory"})
+            except Exception as exc:
+                study.add("wall_clock", {**row, "status": failure(exc, cuda)})
                 continue
             stats = result.stats
             row.update(status="ok", rounds=stats["rounds"], evaluations=stats["evaluations"],

@@ -149,3 +149,21 @@ def test_placement_logs_every_rank(tmp_path_factory):
     if world.rank == 0:
         ok = ok and all(f"rank {i}/{world.size}" in line for i, line in enumerate(lines))
     assert all(world.allgather_obj(bool(ok)))
+
+
+def test_job_script_binding_shares_gpus_round_robin_like_place(tmp_path):
+    """jobscripts/bind-gpu.sh without a scheduler's GPU list: ranks past the node's last
+    GPU wrap around (as choose_device does), instead of naming a GPU that is not there.
+    A stand-in nvidia-smi in tmp_path reports two GPUs."""
+    import subprocess
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: a)'\necho 'GPU 1: NVIDIA H200 (UUID: b)'\n")
+    fake.chmod(0o755)
+    bind = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "jobscripts", "bind-gpu.sh")
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_LOCALID")}
+    env["PATH"] = f"{tmp_path}:{env.get('PATH', '')}"
+    for rank in range(5):
+        out = subprocess.run([bind, "sh", "-c", "echo $CUDA_VISIBLE_DEVICES"], capture_output=True,
+                             text=True, timeout=30, env={**env, "MPI_LOCALRANKID": str(rank)})
+        assert out.stdout.strip() == str(choose_device("cuda", rank, 2)[1])
