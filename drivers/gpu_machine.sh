@@ -22,11 +22,12 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_machine.log") 2>&1
+tee_pid=$!
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 STEPS=${STEPS:-check study mpi}
-T_INSTALL=${T_INSTALL:-60}
-T_CHECK=${T_CHECK:-150}
+T_INSTALL=${T_INSTALL:-90}
+T_CHECK=${T_CHECK:-140}
 T_STUDY=${T_STUDY:-220}
 T_MPI=${T_MPI:-60}
 DEVICE=${DEVICE:-cuda}          # DEVICE=cpu STUDY_ARGS=--tiny: a rehearsal without a GPU
@@ -34,6 +35,12 @@ STUDY_ARGS=${STUDY_ARGS:-}
 # the study stops starting runs this long before its timeout, so its JSON is complete
 BUDGET=${BUDGET:-$((T_STUDY - 40))}
 status=0
+
+finish() {          # finish STATUS: let tee write the log's last lines, then exit
+    exec 1>&- 2>&-
+    wait "$tee_pid" 2>/dev/null
+    exit "$1"
+}
 
 step() {            # step NAME LIMIT COMMAND...: run under a timeout, log how it ended
     local name=$1 limit=$2 began=$SECONDS rc
@@ -80,7 +87,7 @@ export PY
 export -f install_everything          # so that `timeout` can run it in a child bash
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step install "$T_INSTALL" bash -c install_everything && report_versions ||
-    { echo "install failed: nothing else can run"; exit 1; }
+    { echo "install failed: nothing else can run"; finish 1; }
 MPIEXEC=$("$PY" -c 'import os, sys; print(os.path.join(sys.prefix, "bin", "mpiexec"))')
 [ -x "$MPIEXEC" ] || MPIEXEC=$(command -v mpiexec)
 echo "mpiexec: $MPIEXEC"
@@ -98,4 +105,4 @@ for name in $STEPS; do
 done
 echo "== done, status $status; files in $OUT:"
 ls -l "$OUT"
-exit $status
+finish $status

@@ -236,7 +236,8 @@ def build_specs(args, device: str, workdir: str) -> list:
         base = dict(model=f"diffusers:{folder}", **common, T=grid.T, delta=grid.delta,
                     blocks=grid.num_blocks, steps_per_block=max(b.num_slices for b in grid.blocks),
                     **method)
-        info = {**network_info(model), "parameters": int(params),
+        assert params == network_info(model)["parameters"], "the folder did not load back whole"
+        info = {**network_info(model),
                 "unet_config": TINY_UNET if args.tiny else DDPM_CIFAR10_UNET,
                 "schedule": ddpm_schedule_config(args.ddpm_steps), "grid_steps": grid.total_slices,
                 "grid_blocks": grid.num_blocks}
@@ -245,7 +246,9 @@ def build_specs(args, device: str, workdir: str) -> list:
 
 
 def network_info(model) -> dict:
-    return {"dim": int(model.dim), "shape": list(model.shape), "parameters": int(model._parameter_count()),
+    network = getattr(model, "unet", None) or model.network
+    return {"dim": int(model.dim), "shape": list(model.shape),
+            "parameters": int(sum(p.numel() for p in network.parameters())),
             "dtype": str(model.torch_dtype), "device": str(model.device)}
 
 
