@@ -30,6 +30,8 @@ DIFFUSERS_PREFIX = "diffusers:"
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_AWARE_CHOICES = ("auto", "yes", "no")
 DTYPES = ("float64", "float32")
+#: --time-ranks auto: the performance model picks the split (perfmodel.py)
+TIME_RANKS_AUTO = -1
 
 
 class ConfigError(ValueError):
@@ -79,6 +81,9 @@ class RunConfig:
     accelerate: str = "none"         # piadm: mixing of the sweeps
     anderson_depth: int = 3          # piadm: differences kept by --accelerate anderson
     accuracy: float = 0.0            # > 0: choose T, blocks, slices, sweeps (plans.py)
+    # -- scaling studies (docs/scaling.md) --
+    emulate_latency: str = ""        # "T0[,T1]": each score call lasts >= T0 + T1 x rows s
+    perf_profile: str = ""           # JSON of measured costs for --dry-run and --time-ranks auto
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -102,6 +107,8 @@ class RunConfig:
             raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
         kwargs = {}
         for name, value in values.items():
+            if name == "time_ranks" and value == "auto":
+                value = TIME_RANKS_AUTO
             kwargs[name] = _coerce(name, known[name].type, value)
         return cls(**kwargs)
 
@@ -149,6 +156,7 @@ class RunConfig:
         if self.max_batch < 0:
             raise ConfigError(f"--max-batch must be non-negative, got {self.max_batch}")
         self.validate_operations()
+        self._validate_scaling()
         if self.model == "grf" and math.isqrt(self.dim) ** 2 != self.dim:
             raise ConfigError(f"the grf model needs --dim to be a perfect square (n x n grid), got {self.dim}")
         if self.model == "grf" and not self.grf_k0 > 0:
@@ -163,6 +171,25 @@ class RunConfig:
             if self.gmm_radius < 0:
                 raise ConfigError(f"--gmm-radius must be non-negative, got {self.gmm_radius}")
         self._validate_method()
+        if self.time_ranks != TIME_RANKS_AUTO:   # auto: the model picks a valid split later
+            self._validate_split(num_ranks)
+        self.check_output_path()
+        return self
+
+    # -- operations: process grid, checkpoints (docs/operations.md) ----------------------
+    def validate_operations(self):
+        if self.time_ranks < 0 and self.time_ranks != TIME_RANKS_AUTO:
+            raise ConfigError(f"--time-ranks must be non-negative (0: all ranks) or auto, got {self.time_ranks}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+        if self.checkpoint:
+            if os.path.abspath(self.checkpoint) == os.path.abspath(self.output):
+                raise ConfigError(f"--checkpoint and --output must be different files, both are {self.output}")
+            _check_writable_directory(self.checkpoint, "checkpoint")
+            if self.sampler in WHOLE_TRAJECTORY_SAMPLERS:
+                raise ConfigError("paradigms slides one window over the whole trajectory and has "
+                                  "no block boundaries to checkpoint at; drop --checkpoint")
+    def _validate_split(self, num_ranks: int):
         time_ranks = self.resolved_time_ranks(num_ranks)
         if time_ranks < 1 or num_ranks % time_ranks:
             raise ConfigError(f"--time-ranks {self.time_ranks} must divide the number of ranks ({num_ranks})")
@@ -173,22 +200,16 @@ class RunConfig:
         if time_ranks > self.steps_per_block and self.sampler not in WHOLE_TRAJECTORY_SAMPLERS:
             raise ConfigError(f"{time_ranks} time ranks but only {self.steps_per_block} slices per block: "
                               f"use at most {self.steps_per_block} time ranks or more --steps-per-block")
-        self.check_output_path()
-        return self
 
-    # -- operations: process grid, checkpoints (docs/operations.md) ----------------------
-    def validate_operations(self):
-        if self.time_ranks < 0:
-            raise ConfigError(f"--time-ranks must be non-negative (0: all ranks), got {self.time_ranks}")
-        if self.checkpoint_every < 1:
-            raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
-        if self.checkpoint:
-            if os.path.abspath(self.checkpoint) == os.path.abspath(self.output):
-                raise ConfigError(f"--checkpoint and --output must be different files, both are {self.output}")
-            _check_writable_directory(self.checkpoint, "checkpoint")
-            if self.sampler in WHOLE_TRAJECTORY_SAMPLERS:
-                raise ConfigError("paradigms slides one window over the whole trajectory and has "
-                                  "no block boundaries to checkpoint at; drop --checkpoint")
+    def _validate_scaling(self):
+        from .emulation import EmulatedLatency, LatencyError
+        try:
+            EmulatedLatency.parse(self.emulate_latency)
+        except LatencyError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.perf_profile and not os.path.isfile(self.perf_profile):
+            raise ConfigError(f"--perf-profile file {self.perf_profile} does not exist")
+
     def _validate_method(self):
         """The options of the ODE corrector, ParaDiGMS, sweep variants and plans."""
         for name in ("corrector_steps", "anderson_depth"):
