@@ -35,6 +35,8 @@ from .parallel import balanced_range
 
 F64 = 8
 COLLECTIVES = ("exscan", "allreduce", "bcast", "allgather")
+#: seconds of the emulated device wait before the "sync" reduction (measure_collectives)
+SYNC_SLEEP = 0.02
 
 
 @dataclass
@@ -69,6 +71,16 @@ class LinearCost:
 
     def __call__(self, units: float) -> float:
         return self.fixed + self.per_unit * units
+
+
+@dataclass
+class NoiseCost:
+    """Drawing the Gaussian increments: per slice (a generator call) and per number."""
+    per_slice: float
+    per_number: float
+
+    def __call__(self, slices: int, samples: int, dim: int) -> float:
+        return self.per_slice * slices + self.per_number * slices * samples * dim
 
 
 @dataclass
@@ -113,9 +125,10 @@ class CostProfile:
     eval: Curve                     # one score call: seconds against rows
     sweep_arith: LinearCost         # a Picard sweep's own arithmetic: against numbers
     step_arith: LinearCost          # a sequential step's own arithmetic: against numbers
-    noise: LinearCost               # Gaussian increments: against numbers
+    noise: NoiseCost                # Gaussian increments
     io: LinearCost                  # writing the output file: against bytes
     setup: float                    # building the model, in seconds
+    sleep_overshoot: float = 0.0    # how much longer than asked a 20 ms sleep lasts here
     comm: dict = field(default_factory=dict)   # collective name -> CollectiveCost
 
     def to_json(self) -> str:
@@ -125,8 +138,9 @@ class CostProfile:
     def from_dict(cls, data: dict) -> "CostProfile":
         data = dict(data)
         data["eval"] = Curve(**data["eval"])
-        for name in ("sweep_arith", "step_arith", "noise", "io"):
+        for name in ("sweep_arith", "step_arith", "io"):
             data[name] = LinearCost(**data[name])
+        data["noise"] = NoiseCost(**data["noise"])
         data["comm"] = {k: CollectiveCost(**v) for k, v in data.get("comm", {}).items()}
         return cls(**data)
 
@@ -181,18 +195,24 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
     stretch = max(1.0, per_node / profile.cores)
     latency = EmulatedLatency.parse(config.emulate_latency)
 
+    state_bytes = samples * dim * F64
+    # the per-round verdict reduction; after an emulated device wait it also pays for
+    # the ranks' scattered wake-ups, the latest one included (measure_collectives, "sync")
+    verdict = "sync" if latency is not None and "sync" in profile.comm and n_ranks > 1 \
+        else "allreduce"
+    wake = profile.sleep_overshoot if latency is not None and (sequential or verdict != "sync") else 0.0
+
     def evaluate(rows: int) -> float:
         real = stretch * profile.eval(rows)
-        return max(real, latency.seconds(rows)) if latency is not None and rows else real
+        return max(real, latency.seconds(rows)) + wake if latency is not None and rows else real
 
-    state_bytes = samples * dim * F64
     score = comm = noise = other = 0.0
     if sequential:
         per_block = [config.steps_per_block] * grid.num_blocks
         rounds = sum(per_block)
         score = rounds * evaluate(samples)
         other = rounds * stretch * profile.step_arith(samples * dim)
-        noise = stretch * profile.noise(grid.total_slices * samples * dim)
+        noise = stretch * profile.noise(grid.total_slices, samples, dim)
     elif config.sampler in WHOLE_TRAJECTORY_SAMPLERS:
         rounds = int(sum(sweeps)) if isinstance(sweeps, (list, tuple, np.ndarray)) else \
             int(sweeps) if sweeps is not None else \
@@ -202,9 +222,9 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
         score = rounds * evaluate(rows)
         other = rounds * stretch * profile.sweep_arith(rows * dim)
         comm = rounds * (profile.collective("exscan", time_ranks, state_bytes)
-                         + profile.collective("allreduce", n_ranks, F64)
+                         + profile.collective(verdict, n_ranks, F64)
                          + profile.collective("allgather", time_ranks, window * state_bytes))
-        noise = stretch * profile.noise(grid.total_slices * samples * dim)
+        noise = stretch * profile.noise(grid.total_slices, samples, dim)
     else:
         if sweeps is None:
             per_block = [config.picard_iters] * grid.num_blocks
@@ -219,9 +239,9 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
             score += k * evaluate(rows)
             other += k * stretch * profile.sweep_arith(rows * dim)
             comm += k * (profile.collective("exscan", time_ranks, state_bytes)
-                         + profile.collective("allreduce", n_ranks, F64))
+                         + profile.collective(verdict, n_ranks, F64))
             comm += profile.collective("bcast", time_ranks, state_bytes)
-            noise += stretch * profile.noise(rows * dim)
+            noise += stretch * profile.noise(owned, samples, dim)
     # setup: the model, the rank placement and process-grid splits; the end: gathering
     # the samples on rank 0 and writing them
     comm += 4 * profile.collective("allreduce", n_ranks, F64)
@@ -272,14 +292,15 @@ def best_data_parallel(config, n_ranks: int, profile: CostProfile,
 
 # -- measuring ---------------------------------------------------------------------------
 def _best_of(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls (after one warm-up)."""
+    """Fewest seconds of ``fn()`` over ``repeats`` calls (after one warm-up): on a shared
+    machine the minimum is the cost, the rest is other jobs' interference."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(min(times))
 
 
 def measure_eval(model, rows_list, repeats: int = 5, seed: int = 0) -> Curve:
@@ -334,15 +355,29 @@ def measure_arithmetic(dim: int, rows_list, repeats: int = 5) -> tuple:
     return LinearCost.fit(sweep_units, sweep_seconds), LinearCost.fit(step_units, step_seconds)
 
 
-def measure_noise(dim: int, rows_list=(1, 16, 64), repeats: int = 3) -> LinearCost:
+def measure_noise(dim: int, shapes=((4, 1), (64, 1), (4, 64), (32, 16)), repeats: int = 3) -> "NoiseCost":
+    """Gaussian increments of (slices, samples) blocks: a cost per slice (one generator
+    call each) plus a cost per number, fitted by least squares."""
     from . import noise
-    units, seconds = [], []
-    for rows in rows_list:
-        units.append(rows * dim)
+    design, seconds = [], []
+    for slices, samples in shapes:
+        design.append((slices, slices * samples * dim))
         seconds.append(_best_of(lambda: noise.gaussian_slices(0, noise.STREAM_INCREMENT, 0,
-                                                              range(rows), np.arange(1), dim),
+                                                              range(slices), np.arange(samples), dim),
                                 repeats))
-    return LinearCost.fit(units, seconds)
+    coef = np.linalg.lstsq(np.asarray(design, float), np.asarray(seconds), rcond=None)[0]
+    return NoiseCost(max(float(coef[0]), 0.0), max(float(coef[1]), 0.0))
+
+
+def measure_sleep_overshoot(seconds: float = SYNC_SLEEP, repeats: int = 10) -> float:
+    """Median time by which time.sleep(seconds) overruns: an emulated device call's
+    wake-up delay on this (possibly loaded) node."""
+    over = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        time.sleep(seconds)
+        over.append(time.perf_counter() - start - seconds)
+    return float(np.median(over))
 
 
 def measure_io(directory: str, sizes=(1 << 12, 1 << 20), repeats: int = 3) -> LinearCost:
@@ -370,7 +405,7 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 10) -> dict:
     """
     from mpi4py import MPI
     comm = world.comm
-    samples = {name: [] for name in COLLECTIVES}
+    samples = {name: [] for name in COLLECTIVES + ("sync",)}
     for size in sizes:
         if size < 2 or size > world.size:
             continue
@@ -385,6 +420,11 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 10) -> dict:
                        "allreduce": lambda: sub.Allreduce(local, out, MPI.SUM),
                        "bcast": lambda: sub.Bcast(local, root=size - 1),
                        "allgather": lambda: sub.Allgather(local, gathered)}
+                if nbytes == byte_counts[0]:
+                    # ranks that wake from a device wait (--emulate-latency's sleep) do not
+                    # wake together on a loaded node: a round then costs the latest wake-up
+                    # plus the reduction, measured here as "sync"
+                    ops["sync"] = lambda: (time.sleep(SYNC_SLEEP), sub.Allreduce(local, out, MPI.MAX))
                 for name, op in ops.items():
                     sub.Barrier()
                     op()
@@ -395,17 +435,20 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 10) -> dict:
                     # the slowest rank's time is the collective's time
                     elapsed = sub.allreduce(elapsed, op=MPI.MAX)
                     bytes_moved = local.nbytes * (size if name == "allgather" else 1)
+                    if name == "sync":
+                        elapsed = max(elapsed - SYNC_SLEEP, 0.0)
                     samples[name].append((size, bytes_moved, elapsed))
             sub.Free()
-        _sleeping_barrier(comm)
+        sleeping_barrier(comm)
     return samples
 
 
-def _sleeping_barrier(comm):
-    from mpi4py import MPI  # noqa: F401  (the request comes from mpi4py)
+def sleeping_barrier(comm, nap: float = 1e-3):
+    """A barrier (on an mpi4py communicator) whose waiting ranks sleep ``nap`` seconds
+    between polls, leaving the cores to the ranks still working."""
     request = comm.Ibarrier()
     while not request.Test():
-        time.sleep(1e-3)
+        time.sleep(nap)
 
 
 def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
@@ -424,8 +467,9 @@ def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
         profile = CostProfile(
             model=config.model, dim=dim, cores=os.cpu_count() or 1,
             eval=measure_eval(model, rows_list), sweep_arith=sweep, step_arith=step,
-            noise=measure_noise(dim), io=measure_io(directory), setup=setup)
-    _sleeping_barrier(world.comm)
+            noise=measure_noise(dim), io=measure_io(directory), setup=setup,
+            sleep_overshoot=measure_sleep_overshoot())
+    sleeping_barrier(world.comm)
     if sizes is None:
         sizes = [2 ** k for k in range(1, world.size.bit_length()) if 2 ** k <= world.size]
     samples = measure_collectives(world, sizes, byte_counts)
@@ -451,7 +495,8 @@ def profile_for(config, n_ranks_hint: int = 1) -> CostProfile:
                         eval=measure_eval(model, rows, repeats=3), sweep_arith=sweep,
                         step_arith=step, noise=measure_noise(dim, repeats=2),
                         io=profile.io if profile else LinearCost(0.0, 0.0), setup=setup,
-                        comm=profile.comm if profile else {})
+                        comm=profile.comm if profile else {},
+                        sleep_overshoot=profile.sleep_overshoot if profile else measure_sleep_overshoot())
     return fresh
 
 
