@@ -168,11 +168,11 @@ def worker(args) -> int:
                             directory=scratch)
     curves = {}
     if comm.rank == 0:
-        curves["grf d=256 (measured)"] = profile.eval.__dict__
+        curves["grf d=256 (measured)"] = dict(profile.eval.__dict__)
         try:    # the digits U-Net as measured here, if its weights are installed
             from hpc_picard.models import build_model
             digits = build_model(RunConfig(model="digits"))
-            curves["digits U-Net (measured, CPU)"] = measure_eval(digits, [1, 4, 16, 64, 256], 3).__dict__
+            curves["digits U-Net (measured, CPU)"] = dict(measure_eval(digits, [1, 4, 16, 64, 256], 3)[0].__dict__)
         except Exception as exc:   # the study stands without it
             print(f"scaling_study: digits model not timed: {exc}", flush=True)
         print(f"scaling_study: profile in {time.perf_counter() - started:.0f} s", flush=True)

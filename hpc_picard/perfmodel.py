@@ -37,6 +37,7 @@ F64 = 8
 COLLECTIVES = ("exscan", "allreduce", "bcast", "allgather")
 #: seconds of the emulated device wait before the "sync" reduction (measure_collectives)
 SYNC_SLEEP = 0.02
+SYNC_STATE_BYTES = 4096
 
 
 @dataclass
@@ -122,13 +123,14 @@ class CostProfile:
     model: str
     dim: int
     cores: int                      # cores of the node the costs were measured on
-    eval: Curve                     # one score call: seconds against rows
+    eval: Curve                     # one score call: seconds against rows (one time)
     sweep_arith: LinearCost         # a Picard sweep's own arithmetic: against numbers
     step_arith: LinearCost          # a sequential step's own arithmetic: against numbers
     noise: NoiseCost                # Gaussian increments
     io: LinearCost                  # writing the output file: against bytes
     setup: float                    # building the model, in seconds
     sleep_overshoot: float = 0.0    # how much longer than asked a 20 ms sleep lasts here
+    eval_per_time: float = 0.0      # extra seconds per distinct time in a score call
     comm: dict = field(default_factory=dict)   # collective name -> CollectiveCost
 
     def to_json(self) -> str:
@@ -196,14 +198,24 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
     latency = EmulatedLatency.parse(config.emulate_latency)
 
     state_bytes = samples * dim * F64
-    # the per-round verdict reduction; after an emulated device wait it also pays for
-    # the ranks' scattered wake-ups, the latest one included (measure_collectives, "sync")
-    verdict = "sync" if latency is not None and "sync" in profile.comm and n_ranks > 1 \
-        else "allreduce"
-    wake = profile.sleep_overshoot if latency is not None and (sequential or verdict != "sync") else 0.0
+    # after an emulated device wait a sweep's collectives also pay for the ranks'
+    # scattered wake-ups (measure_collectives, "sync"); a lone sleep pays its overshoot
+    emulated_round = latency is not None and "sync" in profile.comm and n_ranks > 1
+    wake = profile.sleep_overshoot if latency is not None and (sequential or not emulated_round) else 0.0
 
-    def evaluate(rows: int) -> float:
-        real = stretch * profile.eval(rows)
+    def sweep_comm(time_ranks_: int) -> float:
+        """The collectives of one sweep: Exscan in the group, the verdict over all ranks
+        (or, after an emulated device wait, the measured emulated round)."""
+        if emulated_round:
+            # "sync" was measured with an Exscan over all ranks: swap in the group's
+            waking = profile.collective("sync", n_ranks, F64) - \
+                profile.collective("exscan", n_ranks, SYNC_STATE_BYTES)
+            return max(waking, 0.0) + profile.collective("exscan", time_ranks_, state_bytes)
+        return (profile.collective("exscan", time_ranks_, state_bytes)
+                + profile.collective("allreduce", n_ranks, F64))
+
+    def evaluate(rows: int, times: int = 1) -> float:
+        real = stretch * (profile.eval(rows) + profile.eval_per_time * max(times - 1, 0))
         return max(real, latency.seconds(rows)) + wake if latency is not None and rows else real
 
     score = comm = noise = other = 0.0
@@ -219,10 +231,9 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
             -(-grid.total_slices // config.window) * config.picard_iters
         window = min(config.window, grid.total_slices)
         rows = balanced_range(window, time_ranks, 0)[1] * samples
-        score = rounds * evaluate(rows)
+        score = rounds * evaluate(rows, rows // samples)
         other = rounds * stretch * profile.sweep_arith(rows * dim)
-        comm = rounds * (profile.collective("exscan", time_ranks, state_bytes)
-                         + profile.collective(verdict, n_ranks, F64)
+        comm = rounds * (sweep_comm(time_ranks)
                          + profile.collective("allgather", time_ranks, window * state_bytes))
         noise = stretch * profile.noise(grid.total_slices, samples, dim)
     else:
@@ -236,10 +247,9 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
         for block, k in zip(grid.blocks, per_block):
             owned = balanced_range(block.num_slices, time_ranks, 0)[1]
             rows = owned * samples
-            score += k * evaluate(rows)
+            score += k * evaluate(rows, owned)
             other += k * stretch * profile.sweep_arith(rows * dim)
-            comm += k * (profile.collective("exscan", time_ranks, state_bytes)
-                         + profile.collective(verdict, n_ranks, F64))
+            comm += k * sweep_comm(time_ranks)
             comm += profile.collective("bcast", time_ranks, state_bytes)
             noise += stretch * profile.noise(owned, samples, dim)
     # setup: the model, the rank placement and process-grid splits; the end: gathering
@@ -303,9 +313,11 @@ def _best_of(fn, repeats: int) -> float:
     return float(min(times))
 
 
-def measure_eval(model, rows_list, repeats: int = 5, seed: int = 0) -> Curve:
-    """Seconds of one score call against its rows, through the samplers' own score path
-    (chunking, the finiteness check), on the device the model lives on."""
+def measure_eval(model, rows_list, repeats: int = 5, seed: int = 0) -> tuple:
+    """(curve, per_time): seconds of one score call against its rows, all rows at one
+    time, through the samplers' own score path (chunking, the finiteness check) on the
+    model's device; and the extra seconds per distinct time in a batch (an analytic
+    target filters each time separately; a network costs the same)."""
     from .parallel import Communicator
     from .samplers.base import SamplerContext
     from .samplers.sequential import SequentialSampler
@@ -313,12 +325,17 @@ def measure_eval(model, rows_list, repeats: int = 5, seed: int = 0) -> Curve:
     context = SamplerContext(model=model, comm=Communicator.self_comm(), samples=np.arange(1),
                              dtype=np.dtype(np.float64), seed=seed)
     sampler = SequentialSampler(context)
-    seconds = []
+    same, extra = [], []
     for rows in rows_list:
-        states = rng.standard_normal((rows, 1, model.dim))
-        times = np.linspace(1.0, 0.1, rows)
-        seconds.append(_best_of(lambda: sampler.score(states, times, 0, 0), repeats))
-    return Curve(list(map(int, rows_list)), seconds)
+        states = rng.standard_normal((1, rows, model.dim))
+        one = _best_of(lambda: sampler.score(states, np.array([0.5]), 0, 0), repeats)
+        same.append(one)
+        if rows > 1:
+            spread = states.reshape(rows, 1, model.dim)
+            times = np.linspace(1.0, 0.1, rows)
+            many = _best_of(lambda: sampler.score(spread, times, 0, 0), repeats)
+            extra.append(max(many - one, 0.0) / (rows - 1))
+    return Curve(list(map(int, rows_list)), same), float(np.median(extra)) if extra else 0.0
 
 
 def _sweep_kernel(states, g, weight, growth, scale):
@@ -369,15 +386,16 @@ def measure_noise(dim: int, shapes=((4, 1), (64, 1), (4, 64), (32, 16)), repeats
     return NoiseCost(max(float(coef[0]), 0.0), max(float(coef[1]), 0.0))
 
 
-def measure_sleep_overshoot(seconds: float = SYNC_SLEEP, repeats: int = 10) -> float:
-    """Median time by which time.sleep(seconds) overruns: an emulated device call's
-    wake-up delay on this (possibly loaded) node."""
+def measure_sleep_overshoot(seconds: float = SYNC_SLEEP, repeats: int = 25) -> float:
+    """Mean time by which time.sleep(seconds) overruns: an emulated device call's
+    wake-up delay on this (possibly loaded) node. The mean, not the median: the rare
+    long delays on a loaded node are what a run of many calls pays for."""
     over = []
     for _ in range(repeats):
         start = time.perf_counter()
         time.sleep(seconds)
         over.append(time.perf_counter() - start - seconds)
-    return float(np.median(over))
+    return float(np.mean(over))
 
 
 def measure_io(directory: str, sizes=(1 << 12, 1 << 20), repeats: int = 3) -> LinearCost:
@@ -397,7 +415,7 @@ def measure_io(directory: str, sizes=(1 << 12, 1 << 20), repeats: int = 3) -> Li
     return LinearCost.fit(units, seconds)
 
 
-def measure_collectives(world, sizes, byte_counts, repeats: int = 10) -> dict:
+def measure_collectives(world, sizes, byte_counts, repeats: int = 20) -> dict:
     """Collective name -> (P, bytes, seconds) samples on sub-communicators of ``sizes``.
 
     Collective over ``world`` (a Communicator). The ranks outside a sub-communicator
@@ -421,10 +439,15 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 10) -> dict:
                        "bcast": lambda: sub.Bcast(local, root=size - 1),
                        "allgather": lambda: sub.Allgather(local, gathered)}
                 if nbytes == byte_counts[0]:
-                    # ranks that wake from a device wait (--emulate-latency's sleep) do not
-                    # wake together on a loaded node: a round then costs the latest wake-up
-                    # plus the reduction, measured here as "sync"
-                    ops["sync"] = lambda: (time.sleep(SYNC_SLEEP), sub.Allreduce(local, out, MPI.MAX))
+                    # an emulated round: every rank wakes from a device wait (the sleep of
+                    # --emulate-latency), then the sweep's Exscan and verdict Allreduce.
+                    # On a loaded node the ranks wake one by one and each collective stage
+                    # waits for a sleeping rank to be scheduled: "sync" is that round's
+                    # cost beyond the wait, measured as such
+                    state = np.ones(SYNC_STATE_BYTES // F64)
+                    ops["sync"] = lambda: (time.sleep(SYNC_SLEEP),
+                                           sub.Exscan(state, np.empty_like(state), MPI.SUM),
+                                           sub.Allreduce(local, out, MPI.MAX))
                 for name, op in ops.items():
                     sub.Barrier()
                     op()
@@ -464,9 +487,10 @@ def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
         dim = int(model.dim)
         rows_list = rows_list or [1, 2, 4, 8, 16, 32, 64, 128, 256]
         sweep, step = measure_arithmetic(dim, rows_list[::2])
+        curve, per_time = measure_eval(model, rows_list)
         profile = CostProfile(
-            model=config.model, dim=dim, cores=os.cpu_count() or 1,
-            eval=measure_eval(model, rows_list), sweep_arith=sweep, step_arith=step,
+            model=config.model, dim=dim, cores=os.cpu_count() or 1, eval_per_time=per_time,
+            eval=curve, sweep_arith=sweep, step_arith=step,
             noise=measure_noise(dim), io=measure_io(directory), setup=setup,
             sleep_overshoot=measure_sleep_overshoot())
     sleeping_barrier(world.comm)
@@ -491,8 +515,9 @@ def profile_for(config, n_ranks_hint: int = 1) -> CostProfile:
     dim = int(model.dim)
     rows = [1, 4, 16, 64, 256]
     sweep, step = measure_arithmetic(dim, rows[::2], repeats=3)
+    curve, per_time = measure_eval(model, rows, repeats=3)
     fresh = CostProfile(model=config.model, dim=dim, cores=os.cpu_count() or 1,
-                        eval=measure_eval(model, rows, repeats=3), sweep_arith=sweep,
+                        eval=curve, eval_per_time=per_time, sweep_arith=sweep,
                         step_arith=step, noise=measure_noise(dim, repeats=2),
                         io=profile.io if profile else LinearCost(0.0, 0.0), setup=setup,
                         comm=profile.comm if profile else {},
