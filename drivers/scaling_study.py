@@ -119,35 +119,65 @@ def run_point(world, profile, point, scratch: str):
     sub = world.comm.Split(0 if world.rank < p else MPI.UNDEFINED, world.rank)
     row = None
     if world.rank < p:
+        calibration = calibrate(sub, profile, p, bool(config.emulate_latency))
         comm = Communicator(sub)
         comm.barrier()
         result = run(config, comm, placement_log=lambda line: None)
         sub.Free()
         if world.rank == 0:
-            row = make_row(study, series, p, config, result, profile, p)
+            row = make_row(study, series, p, config, result, calibration)
     sleeping_barrier(world.comm, nap=0.01)
     return row
 
 
-def make_row(study, series, p, config, result, profile, ranks_per_node) -> dict:
-    import dataclasses
+def calibrate(sub, profile, ranks: int, emulated: bool) -> dict:
+    """The machine's state just before a point (other jobs share it): how much slower a
+    reference kernel runs than during the profile, a 20 ms sleep's overshoot, and an
+    emulated round's collectives on these ranks. Measured, not fitted to the point."""
+    from hpc_picard.perfmodel import (measure_emulated_round, measure_sleep_overshoot,
+                                      reference_kernel_seconds)
+    out = {"slowdown": 1.0, "sleep_overshoot": None, "sync": None}
+    if sub.Get_rank() == 0:
+        if profile.reference_kernel > 0:
+            out["slowdown"] = max(reference_kernel_seconds(3) / profile.reference_kernel, 1.0)
+        if emulated:
+            out["sleep_overshoot"] = measure_sleep_overshoot(repeats=10)
+    if emulated and ranks > 1:
+        out["sync"] = measure_emulated_round(sub)
+    return sub.bcast(out, root=0)
 
+
+def predict_row(row: dict, profile) -> dict:
+    """The model's prediction of a table row, from the measured profile, the point's
+    calibration and the sweeps the run made (they do not depend on the rank count)."""
+    from hpc_picard.config import RunConfig
     from hpc_picard.perfmodel import LinearCost, predict
+    cal = row.get("calibration") or {}
+    sync = {row["ranks"]: cal["sync"]} if cal.get("sync") is not None else None
+    here = profile.calibrated(cal.get("slowdown", 1.0), cal.get("sleep_overshoot"), sync)
+    # in-process points write no output file: no output I/O
+    here.io = LinearCost(0.0, 0.0)
+    config = RunConfig.from_dict(dict(BASE, sampler=row["sampler"], num_samples=row["samples"],
+                                      dim=row["dim"], blocks=row["blocks"],
+                                      steps_per_block=row["steps_per_block"],
+                                      emulate_latency=row["emulate_latency"]))
+    sweeps = row["sweeps_per_block"]
+    return predict(config, row["ranks"], here, row["time_ranks"],
+                   sweeps=sweeps if row["sampler"] != "paradigms" else sum(sweeps),
+                   ranks_per_node=row["ranks"]).as_dict()
+
+
+def make_row(study, series, p, config, result, calibration) -> dict:
     stats = result.stats
     wall = stats["wall_time"]
     parts = {"score_s": stats["score_time"], "comm_s": stats["communication_time"],
              "noise_s": stats["noise_time"]}
     sweeps = [int(k) for k in result.per_block["sweeps_per_block"]]
-    # in-process points write no output file: predict them without output I/O
-    no_io = dataclasses.replace(profile, io=LinearCost(0.0, 0.0))
-    prediction = predict(config, p, no_io, config.resolved_time_ranks(p),
-                         sweeps=sweeps if config.sampler != "paradigms" else sum(sweeps),
-                         ranks_per_node=ranks_per_node)
     return {"study": study, "series": series, "sampler": config.sampler, "ranks": p,
             "time_ranks": config.resolved_time_ranks(p), "samples": config.num_samples,
             "dim": config.dim, "rounds": stats["rounds"], "evals_per_sample": stats["evaluations"],
             "wall_s": wall, **parts, "other_s": max(wall - sum(parts.values()), 0.0),
-            "predicted_s": prediction.wall, "predicted": prediction.as_dict(),
+            "calibration": calibration, "predicted_s": None,
             "emulate_latency": config.emulate_latency, "blocks": config.blocks,
             "steps_per_block": config.steps_per_block, "sweeps_per_block": sweeps,
             "efficiency": None,
@@ -181,6 +211,8 @@ def worker(args) -> int:
     for i, point in enumerate(points):
         row = run_point(comm, profile, point, scratch)
         if comm.rank == 0:
+            row["predicted"] = predict_row(row, profile)
+            row["predicted_s"] = row["predicted"]["wall"]
             rows.append(row)
             print(f"[{i + 1}/{len(points)} {time.perf_counter() - started:5.0f} s] {row['study']:<24} "
                   f"{row['series']:<8} {row['sampler']:<15} P={row['ranks']:<3} Pt={row['time_ranks']:<3} "
@@ -290,10 +322,13 @@ def report(args) -> int:
     with open(args.json) as fh:
         data = json.load(fh)
     rows = data["rows"]
+    profile = CostProfile.from_dict(data["profile"])
+    for row in rows:        # again, so that a change of the model needs no new runs
+        row["predicted"] = predict_row(row, profile)
+        row["predicted_s"] = row["predicted"]["wall"]
     if args.collect:
         rows += collected_rows(args.collect)
     rows = with_efficiency(rows)
-    profile = CostProfile.from_dict(data["profile"])
     curves = dict(data["curves"])
     curves[SD2_A100["label"]] = {"rows": SD2_A100["rows"], "seconds": SD2_A100["seconds"]}
     verdicts = auto_verdicts(rows, profile)

@@ -130,6 +130,7 @@ class CostProfile:
     io: LinearCost                  # writing the output file: against bytes
     setup: float                    # building the model, in seconds
     sleep_overshoot: float = 0.0    # how much longer than asked a 20 ms sleep lasts here
+    reference_kernel: float = 0.0   # reference_kernel_seconds() when this was measured
     eval_per_time: float = 0.0      # extra seconds per distinct time in a score call
     comm: dict = field(default_factory=dict)   # collective name -> CollectiveCost
 
@@ -150,6 +151,25 @@ class CostProfile:
     def load(cls, path: str) -> "CostProfile":
         with open(path) as fh:
             return cls.from_dict(json.load(fh))
+
+    def calibrated(self, slowdown: float = 1.0, sleep_overshoot: float | None = None,
+                   sync: dict | None = None) -> "CostProfile":
+        """This profile under the machine's state at another moment (a shared node's
+        load changes): the per-rank costs stretched by ``slowdown``, the sleep overshoot
+        and the emulated-round "sync" costs ({ranks: seconds}) replaced if given."""
+        import dataclasses
+        comm = dict(self.comm)
+        if sync:
+            sizes = sorted(sync)
+            comm["sync"] = CollectiveCost(sizes, [sync[p] for p in sizes], [0.0] * len(sizes))
+        scale = lambda c: LinearCost(c.fixed * slowdown, c.per_unit * slowdown)  # noqa: E731
+        return dataclasses.replace(
+            self, eval=Curve(self.eval.rows, [x * slowdown for x in self.eval.seconds]),
+            eval_per_time=self.eval_per_time * slowdown, sweep_arith=scale(self.sweep_arith),
+            step_arith=scale(self.step_arith),
+            noise=NoiseCost(self.noise.per_slice * slowdown, self.noise.per_number * slowdown),
+            sleep_overshoot=self.sleep_overshoot if sleep_overshoot is None else sleep_overshoot,
+            comm=comm)
 
     def collective(self, name: str, ranks: int, nbytes: float) -> float:
         cost = self.comm.get(name)
@@ -302,15 +322,15 @@ def best_data_parallel(config, n_ranks: int, profile: CostProfile,
 
 # -- measuring ---------------------------------------------------------------------------
 def _best_of(fn, repeats: int) -> float:
-    """Fewest seconds of ``fn()`` over ``repeats`` calls (after one warm-up): on a shared
-    machine the minimum is the cost, the rest is other jobs' interference."""
+    """Median seconds of ``fn()`` over ``repeats`` calls (after one warm-up): on a shared
+    machine the median is what a run of many calls pays per call, the minimum is not."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(min(times))
+    return float(np.median(times))
 
 
 def measure_eval(model, rows_list, repeats: int = 5, seed: int = 0) -> tuple:
@@ -384,6 +404,29 @@ def measure_noise(dim: int, shapes=((4, 1), (64, 1), (4, 64), (32, 16)), repeats
                                 repeats))
     coef = np.linalg.lstsq(np.asarray(design, float), np.asarray(seconds), rcond=None)[0]
     return NoiseCost(max(float(coef[0]), 0.0), max(float(coef[1]), 0.0))
+
+
+def reference_kernel_seconds(repeats: int = 5) -> float:
+    """Seconds of a fixed numpy kernel on this core: the ratio of two such timings says
+    how much slower the (shared) node runs now than when a profile was measured."""
+    x = np.random.default_rng(0).standard_normal((128, 128))
+    return _best_of(lambda: [x @ x for _ in range(8)], repeats)
+
+
+def measure_emulated_round(comm, repeats: int = 10) -> float:
+    """Seconds an emulated round costs beyond its device wait on the mpi4py
+    communicator ``comm``: sleep, Exscan, Allreduce, as measure_collectives' "sync"."""
+    from mpi4py import MPI
+    state, out = np.ones(SYNC_STATE_BYTES // F64), np.empty(SYNC_STATE_BYTES // F64)
+    flag, flag_out = np.zeros(1), np.zeros(1)
+    comm.Barrier()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        time.sleep(SYNC_SLEEP)
+        comm.Exscan(state, out, MPI.SUM)
+        comm.Allreduce(flag, flag_out, MPI.MAX)
+    elapsed = (time.perf_counter() - start) / repeats - SYNC_SLEEP
+    return max(comm.allreduce(elapsed, op=MPI.MAX), 0.0)
 
 
 def measure_sleep_overshoot(seconds: float = SYNC_SLEEP, repeats: int = 25) -> float:
@@ -492,7 +535,8 @@ def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
             model=config.model, dim=dim, cores=os.cpu_count() or 1, eval_per_time=per_time,
             eval=curve, sweep_arith=sweep, step_arith=step,
             noise=measure_noise(dim), io=measure_io(directory), setup=setup,
-            sleep_overshoot=measure_sleep_overshoot())
+            sleep_overshoot=measure_sleep_overshoot(),
+            reference_kernel=reference_kernel_seconds())
     sleeping_barrier(world.comm)
     if sizes is None:
         sizes = [2 ** k for k in range(1, world.size.bit_length()) if 2 ** k <= world.size]

@@ -14,6 +14,10 @@ add --checkpoint, --resume, --output and --no-progress themselves).
   time-parallel regime: more slices, same rounds for a fixed K);
   ``--weak-scale num_samples`` multiplies the batch (the sample-parallel regime).
 
+Scaling studies: ``--emulate-latency T0[,T1]`` after ``--`` passes through to every
+job (emulated devices, docs/scaling.md); the scripts export MPICH's no-spin settings
+(hpc_picard.emulation.QUIET_PROGRESS_ENV) unless ``--busy-wait``.
+
 Each configuration is validated for its rank count before anything is written, so a
 sweep that could not run fails here, not in the queue. The out directory receives one
 script per rank count and submit-all.sh; submit from that directory.
@@ -27,6 +31,7 @@ import sys
 
 from hpc_picard.cli import OPTIONS
 from hpc_picard.config import ConfigError, RunConfig
+from hpc_picard.emulation import QUIET_PROGRESS_ENV
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = {("slurm", "cpu"): "slurm-cpu.sh", ("slurm", "gpu"): "slurm-gpu.sh",
@@ -84,6 +89,13 @@ def picard_args(values: dict) -> str:
                        for token in (flags[name], str(value))])
 
 
+def mpi_wait_env(busy_wait: bool) -> str:
+    """The export line of MPICH's no-spin settings (hpc_picard.emulation), or a note."""
+    if busy_wait:
+        return "# (left out: --busy-wait)"
+    return "export " + " ".join(f"{k}={v}" for k, v in QUIET_PROGRESS_ENV.items())
+
+
 def render(template: str, fields: dict) -> str:
     for key, value in fields.items():
         template = template.replace(f"@{key}@", str(value))
@@ -125,7 +137,8 @@ def sweep(args) -> list:
             "CPUS_PER_RANK": args.cpus_per_rank, "CPUS_PER_NODE": args.cpus_per_rank * per_node,
             "TIME": args.time, "WALL_SECONDS": wall_seconds(args.time), "GRACE": args.grace,
             "EXTRA_DIRECTIVES": extra, "ENV_SETUP": args.env, "JOBSCRIPTS": HERE,
-            "SCRIPT_NAME": script, "PICARD_ARGS": picard_args(values)})))
+            "SCRIPT_NAME": script, "PICARD_ARGS": picard_args(values),
+            "MPI_WAIT_ENV": mpi_wait_env(args.busy_wait)})))
     return jobs
 
 
@@ -152,6 +165,9 @@ def main(argv=None) -> int:
     parser.add_argument("--directive", action="append", default=[],
                         help="extra scheduler directive, e.g. --directive='--account=abc' (repeatable)")
     parser.add_argument("--env", default=DEFAULT_ENV, help="shell lines that set up the environment")
+    parser.add_argument("--busy-wait", action="store_true",
+                        help="leave MPICH's progress engine spinning (default: waiting ranks "
+                             "sleep between polls, which oversubscribed or emulated runs need)")
     parser.add_argument("--out", required=True, help="directory for the scripts")
     args = parser.parse_args(own)
     args.picard = picard
