@@ -126,7 +126,7 @@ def run_point(world, profile, point, scratch: str):
         sub.Free()
         if world.rank == 0:
             row = make_row(study, series, p, config, result, calibration)
-    sleeping_barrier(world.comm, nap=0.01)
+    sleeping_barrier(world.comm, nap=0.05)
     return row
 
 
@@ -136,10 +136,11 @@ def calibrate(sub, profile, ranks: int, emulated: bool) -> dict:
     emulated round's collectives on these ranks. Measured, not fitted to the point."""
     from hpc_picard.perfmodel import (measure_emulated_round, measure_sleep_overshoot,
                                       reference_kernel_seconds)
-    out = {"slowdown": 1.0, "sleep_overshoot": None, "sync": None}
+    out = {"slowdown": 1.0, "kernel_s": None, "sleep_overshoot": None, "sync": None}
     if sub.Get_rank() == 0:
+        out["kernel_s"] = reference_kernel_seconds(3)
         if profile.reference_kernel > 0:
-            out["slowdown"] = max(reference_kernel_seconds(3) / profile.reference_kernel, 1.0)
+            out["slowdown"] = out["kernel_s"] / profile.reference_kernel
         if emulated:
             out["sleep_overshoot"] = measure_sleep_overshoot(repeats=10)
     if emulated and ranks > 1:

@@ -509,7 +509,7 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 20) -> dict:
     return samples
 
 
-def sleeping_barrier(comm, nap: float = 1e-3):
+def sleeping_barrier(comm, nap: float = 0.02):
     """A barrier (on an mpi4py communicator) whose waiting ranks sleep ``nap`` seconds
     between polls, leaving the cores to the ranks still working."""
     request = comm.Ibarrier()
@@ -537,7 +537,9 @@ def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
             noise=measure_noise(dim), io=measure_io(directory), setup=setup,
             sleep_overshoot=measure_sleep_overshoot(),
             reference_kernel=reference_kernel_seconds())
-    sleeping_barrier(world.comm)
+    # the other ranks nap long while rank 0 times things: short naps of many ranks would
+    # take its core and inflate every per-rank cost
+    sleeping_barrier(world.comm, nap=0.05)
     if sizes is None:
         sizes = [2 ** k for k in range(1, world.size.bit_length()) if 2 ** k <= world.size]
     samples = measure_collectives(world, sizes, byte_counts)
