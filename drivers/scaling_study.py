@@ -215,17 +215,22 @@ def worker(args) -> int:
             row["predicted"] = predict_row(row, profile)
             row["predicted_s"] = row["predicted"]["wall"]
             rows.append(row)
+            save(args.json, profile, curves, rows, comm.size, started)
             print(f"[{i + 1}/{len(points)} {time.perf_counter() - started:5.0f} s] {row['study']:<24} "
                   f"{row['series']:<8} {row['sampler']:<15} P={row['ranks']:<3} Pt={row['time_ranks']:<3} "
                   f"B={row['samples']:<4} rounds={row['rounds']:<5} wall={row['wall_s']:.2f} s "
                   f"predicted={row['predicted_s']:.2f} s", flush=True)
-    if comm.rank == 0:
-        with open(args.json, "w") as fh:
-            json.dump({"profile": json.loads(profile.to_json()), "curves": curves, "rows": rows,
-                       "max_ranks": comm.size, "load": os.getloadavg(),
-                       "seconds": time.perf_counter() - started}, fh)
-        os.rmdir(scratch) if not os.listdir(scratch) else None
+    if comm.rank == 0 and not os.listdir(scratch):
+        os.rmdir(scratch)
     return 0
+
+
+def save(path: str, profile, curves: dict, rows: list, max_ranks: int, started: float):
+    """The runs so far (after every point: a failure later keeps them)."""
+    with open(path, "w") as fh:
+        json.dump({"profile": json.loads(profile.to_json()), "curves": curves, "rows": rows,
+                   "max_ranks": max_ranks, "load": os.getloadavg(),
+                   "seconds": time.perf_counter() - started}, fh)
 
 
 def launch(args) -> int:
@@ -443,9 +448,11 @@ def document(data, rows, verdicts, predictions) -> str:
         "- **No busy waiting.** MPICH's progress engine polls while a rank waits in a collective; "
         "with more ranks than cores the waiting ranks take the cores of the working ones. The "
         "settings " + ", ".join(f"`{k}={v}`" for k, v in QUIET_PROGRESS_ENV.items()) +
-        " make the wait loop call nanosleep between polls (MPICH 5.0, ch4). Measured with "
-        "`tmp`-free `drivers/scaling_study.py` setup (see \"Oversubscribed ranks\" below). The study, "
-        "drivers/profile_costs.py and the job scripts (jobscripts/*.sh, make_sweep.py) set them.",
+        " make the wait loop yield with nanosleep after every poll (MPICH 5.0, ch4; "
+        "`MPIR_CVAR_CH4_PROGRESS_THROTTLE` and `MPIR_CVAR_POLLS_BEFORE_YIELD` alone did not "
+        "help in our measurement). `python drivers/spin_check.py` measures it: see \"Busy "
+        "waiting\" below. The study and the job scripts (jobscripts/*.sh via make_sweep.py, "
+        "unless `--busy-wait`) set them.",
         "- **One launch.** All points run inside one `mpiexec -n 64`: a point on P ranks uses a "
         "sub-communicator of the first P ranks while the others sleep in a barrier.",
         "- **The model** (hpc_picard/perfmodel.py): wall = setup + sum over rounds of "

@@ -518,7 +518,7 @@ def sleeping_barrier(comm, nap: float = 0.02):
 
 
 def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
-                  rows_list=None, directory: str = ".") -> CostProfile:
+                  rows_list=None, directory: str = ".", repeats: int = 20) -> CostProfile:
     """Measure everything the model needs for ``config``'s model (collective on world;
     the per-rank costs on world rank 0 while the others sleep). Returns it on every rank."""
     from .models import build_model
@@ -542,7 +542,10 @@ def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
     sleeping_barrier(world.comm, nap=0.05)
     if sizes is None:
         sizes = [2 ** k for k in range(1, world.size.bit_length()) if 2 ** k <= world.size]
-    samples = measure_collectives(world, sizes, byte_counts)
+    samples = measure_collectives(world, sizes, byte_counts, repeats)
+    # world rank 0 is in every measured communicator, so it alone holds every sample;
+    # one fit for all ranks keeps their model choices (--time-ranks auto) identical
+    samples = world.comm.bcast(samples, root=0)
     profile = world.comm.bcast(profile, root=0)
     profile.comm = {name: CollectiveCost.fit(s) for name, s in samples.items() if s}
     return profile
