@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import os
+
+import click
 import shlex
 import sys
 
 from hpc_picard.cli import OPTIONS
-from hpc_picard.config import ConfigError, RunConfig
+from hpc_picard.config import TIME_RANKS_AUTO, ConfigError, RunConfig
 from hpc_picard.emulation import QUIET_PROGRESS_ENV
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,9 +65,9 @@ def parse_picard_options(argv: list) -> dict:
             raise SweepError(f"{flag} needs a value")
         raw = argv[i + 1]
         try:
-            values[name] = kind(raw) if kind in (int, float, str) else raw
-        except ValueError:
-            raise SweepError(f"{flag} {raw!r}: expected {kind.__name__}") from None
+            values[name] = kind(raw) if kind in (int, float, str) else kind.convert(raw, None, None)
+        except (ValueError, click.BadParameter):
+            raise SweepError(f"{flag} {raw!r}: expected {getattr(kind, 'name', kind.__name__)}") from None
         i += 2
     return values
 
@@ -85,7 +87,9 @@ def wall_seconds(text: str) -> int:
 
 def picard_args(values: dict) -> str:
     flags = {name: flag for flag, name, _, _ in OPTIONS}
-    return shlex.join([token for name, value in values.items()
+    spelled = {name: "auto" if name == "time_ranks" and value == TIME_RANKS_AUTO else value
+               for name, value in values.items()}
+    return shlex.join([token for name, value in spelled.items()
                        for token in (flags[name], str(value))])
 
 

@@ -80,3 +80,12 @@ def test_job_scripts_export_the_no_spin_settings(tmp_path):
         assert f"{name}={value}" in text
         assert name not in (busy / "picard-strong-p00002.sh").read_text()
     assert "--emulate-latency 0.02" in text
+
+
+def test_sweeps_pass_time_ranks_auto_through(tmp_path):
+    res = subprocess.run([sys.executable, f"{REPO}/jobscripts/make_sweep.py", "--scheduler", "pbs",
+                          "--ranks", "4", "--out", str(tmp_path), "--", "--dim", "64",
+                          "--num-samples", "8", "--time-ranks", "auto"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "--time-ranks auto" in (tmp_path / "picard-strong-p00004.sh").read_text()
