@@ -148,12 +148,13 @@ def calibrate(sub, profile, ranks: int, emulated: bool) -> dict:
     return sub.bcast(out, root=0)
 
 
-def predict_row(row: dict, profile) -> dict:
+def predict_row(row: dict, profile, calibrated: bool = True) -> dict:
     """The model's prediction of a table row, from the measured profile, the point's
-    calibration and the sweeps the run made (they do not depend on the rank count)."""
+    calibration (unless ``calibrated`` is False) and the sweeps the run made (they do
+    not depend on the rank count)."""
     from hpc_picard.config import RunConfig
     from hpc_picard.perfmodel import LinearCost, predict
-    cal = row.get("calibration") or {}
+    cal = (row.get("calibration") or {}) if calibrated else {}
     sync = {row["ranks"]: cal["sync"]} if cal.get("sync") is not None else None
     here = profile.calibrated(cal.get("slowdown", 1.0), cal.get("sleep_overshoot"), sync)
     # in-process points write no output file: no output I/O
@@ -332,6 +333,7 @@ def report(args) -> int:
     for row in rows:        # again, so that a change of the model needs no new runs
         row["predicted"] = predict_row(row, profile)
         row["predicted_s"] = row["predicted"]["wall"]
+        row["predicted_profile_only_s"] = predict_row(row, profile, calibrated=False)["wall"]
     if args.collect:
         rows += collected_rows(args.collect)
     rows = with_efficiency(rows)
@@ -420,6 +422,13 @@ def document(data, rows, verdicts, predictions) -> str:
     errors = [abs(r["predicted_s"] / r["wall_s"] - 1) for r in rows
               if r["series"] in ("emulated", "real") and r["ranks"] <= 64]
     within = sum(e <= 0.2 for e in errors)
+    plain = [abs(r["predicted_profile_only_s"] / r["wall_s"] - 1) for r in rows
+             if r["series"] in ("emulated", "real") and r["ranks"] <= 64]
+    within_plain = sum(e <= 0.2 for e in plain)
+    emulated = [abs(r["predicted_s"] / r["wall_s"] - 1) for r in rows
+                if r["series"] == "emulated" and r["ranks"] <= 64]
+    kernels = [r["calibration"]["kernel_s"] for r in rows
+               if (r.get("calibration") or {}).get("kernel_s")]
     weak = {r["sampler"]: r for r in pick("weak") if r["ranks"] == data["max_ranks"]
             or r["sampler"] == "sequential-sde"}
     six = weak.get("sequential-sde", {}).get("wall_s", float("nan")) / \
@@ -464,8 +473,35 @@ def document(data, rows, verdicts, predictions) -> str:
         "",
         "## Accuracy of the model",
         "",
-        f"Predicted wall time within 20% of the measurement at {within} of {len(errors)} measured "
-        "points up to 64 ranks (the `error` column below; signed, predicted vs measured).",
+        f"Predicted wall time within 20% of the measurement at **{within} of {len(errors)}** "
+        f"measured points up to 64 ranks ({sum(e <= 0.2 for e in emulated)} of {len(emulated)} "
+        f"emulated; median error {100 * float(np.median(errors)):.0f}%; the `error` column "
+        "below, signed, predicted vs measured). The issue's goal (every point within 20%) is "
+        f"**not met on this machine**. With the profile alone, without the per-point "
+        f"calibration described next, {within_plain} of {len(plain)} are within 20%.",
+        "",
+        "Why: the machine is shared by eight concurrent jobs on two cores. A fixed reference "
+        "kernel (hpc_picard.perfmodel.reference_kernel_seconds), timed just before each point, "
+        f"took between {1e3 * min(kernels, default=float('nan')):.1f} and "
+        f"{1e3 * max(kernels, default=float('nan')):.1f} ms during this study, so any cost "
+        "measured once is off by up to that factor a minute later. Before each point the study "
+        "therefore measures the machine's state (that kernel, the overshoot of a 20 ms sleep, "
+        "and an emulated round's collectives on the point's ranks) and predicts with those; "
+        "but the load changes within a point too. The largest misses are (1) the real (not "
+        "emulated) points, whose compute competes with the other jobs, and (2) communication "
+        "at P > cores, where every collective stage waits for a descheduled rank; paradigms "
+        "has three collectives per round (Exscan, Allreduce, Allgatherv of the window) and "
+        "misses most. On a dedicated node (one rank per core or device) the same model "
+        "has only the terms it measures, which do not drift.",
+        "",
+        "## Busy waiting",
+        "",
+        "`python drivers/spin_check.py --ranks 8,16` (rank 0 computes while the other ranks "
+        "wait in MPI_Barrier; seconds of rank 0's work, the same machine, same load caveat):",
+        "",
+        "```",
+        spin_check_text(),
+        "```",
         "",
         "## Strong scaling (B = 4 samples, 4 blocks x 64 slices, d = 256)",
         "",
@@ -547,6 +583,14 @@ def document(data, rows, verdicts, predictions) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def spin_check_text() -> str:
+    path = os.path.join(ROOT, "docs", "figures", "spin_check.txt")
+    if not os.path.exists(path):
+        return "(not run: python drivers/spin_check.py > docs/figures/spin_check.txt)"
+    with open(path) as fh:
+        return fh.read().rstrip()
 
 
 def same_accuracy(weak: dict) -> str:
