@@ -202,10 +202,9 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
     ranks_per_node: ranks sharing one node's ``profile.cores`` cores (default: at most
             one per core, i.e. no contention).
     """
-    from .config import SAMPLE_PARALLEL_SAMPLERS, WHOLE_TRAJECTORY_SAMPLERS
     from .emulation import EmulatedLatency
     grid = TimeGrid.build(config.T, config.delta, config.blocks, config.steps_per_block)
-    sequential = config.sampler in SAMPLE_PARALLEL_SAMPLERS
+    sequential = not config.sampler_class.time_parallel
     if sequential:
         time_ranks = 1
     elif time_ranks is None:
@@ -245,7 +244,7 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
         score = rounds * evaluate(samples)
         other = rounds * stretch * profile.step_arith(samples * dim)
         noise = stretch * profile.noise(grid.total_slices, samples, dim)
-    elif config.sampler in WHOLE_TRAJECTORY_SAMPLERS:
+    elif config.sampler_class.whole_trajectory:
         rounds = int(sum(sweeps)) if isinstance(sweeps, (list, tuple, np.ndarray)) else \
             int(sweeps) if sweeps is not None else \
             -(-grid.total_slices // config.window) * config.picard_iters
@@ -288,10 +287,9 @@ def _spread(total: int, parts: int) -> list:
 
 def time_rank_choices(config, n_ranks: int) -> list:
     """Every valid ranks-per-group count of ``config`` on ``n_ranks`` ranks."""
-    from .config import SAMPLE_PARALLEL_SAMPLERS, WHOLE_TRAJECTORY_SAMPLERS
-    if config.sampler in SAMPLE_PARALLEL_SAMPLERS:
+    if not config.sampler_class.time_parallel:
         return [1]
-    whole = config.sampler in WHOLE_TRAJECTORY_SAMPLERS
+    whole = config.sampler_class.whole_trajectory
     return [t for t in range(1, n_ranks + 1)
             if n_ranks % t == 0 and n_ranks // t <= config.num_samples
             and (whole or t <= config.steps_per_block)]
@@ -598,7 +596,7 @@ def format_prediction(config, n_ranks: int, profile: CostProfile) -> str:
     mine = predict(config, n_ranks, profile)
     base = best_data_parallel(config, n_ranks, profile)
     source = config.perf_profile or "measured now on this process's device"
-    bound = "at most " if config.tol > 0 and config.sampler not in ("sequential-sde", "sequential-ode") else ""
+    bound = "at most " if config.sampler_class.time_parallel and getattr(config, "tol", 0) > 0 else ""
     lines = [
         f"predicted wall time: {bound}{mine.wall:.3g} s ({mine.rounds} rounds; score {mine.score:.3g} s, "
         f"communication {mine.comm:.3g} s, noise {mine.noise:.3g} s, other {mine.other:.3g} s)",
