@@ -65,3 +65,17 @@ class ForgetfulClockNet(GaussianNet):
 
     def forward(self, x, t):
         return super().forward(x, t / 1000.0)
+
+
+def make_slow_callable():
+    """gaussian_score that sleeps PICARD_TEST_SCORE_PAUSE seconds per call: a run that
+    takes wall time but no CPU, for the Slurm requeue test (tests/slurm). The pause
+    does not change a single bit of the samples."""
+    import os
+    import time
+    pause = float(os.environ.get("PICARD_TEST_SCORE_PAUSE", "0"))
+
+    def slow_score(x, t):
+        time.sleep(pause)
+        return gaussian_score(x, t)
+    return slow_score
