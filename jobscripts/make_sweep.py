@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 
@@ -35,6 +36,8 @@ SUBMIT = {"slurm": "sbatch", "pbs": "qsub"}
 DEFAULT_ENV = ("# site-specific: load the MPI that mpi4py was built against, then the venv\n"
                "module load mpi 2>/dev/null || true\n"
                "source \"${HPC_PICARD_VENV:-$HOME/hpc_picard/.venv}/bin/activate\"")
+#: srun --mpi plugin: PMI-2 is what the PyPI mpich wheel (and MPICH's default build) speaks
+DEFAULT_SRUN_MPI = "pmi2"
 #: options the job scripts set themselves
 RESERVED = {"output", "checkpoint"}
 
@@ -98,6 +101,9 @@ def sweep(args) -> list:
         raise SweepError(f"--ranks needs positive rank counts, got {args.ranks!r}")
     if args.ranks_per_node < 1:
         raise SweepError(f"--ranks-per-node must be positive, got {args.ranks_per_node}")
+    if not re.fullmatch(r"[a-z0-9_]+", args.srun_mpi):
+        raise SweepError(f"--srun-mpi {args.srun_mpi!r}: expected a plugin name such as pmi2 "
+                         f"(srun --mpi=list shows the cluster's)")
     if wall_seconds(args.time) <= 2 * args.grace:
         raise SweepError(f"--time {args.time} leaves no room for the {args.grace} s grace period")
     with open(os.path.join(HERE, TEMPLATES[args.scheduler, args.device])) as fh:
@@ -125,7 +131,8 @@ def sweep(args) -> list:
             "CPUS_PER_RANK": args.cpus_per_rank, "CPUS_PER_NODE": args.cpus_per_rank * per_node,
             "TIME": args.time, "WALL_SECONDS": wall_seconds(args.time), "GRACE": args.grace,
             "EXTRA_DIRECTIVES": extra, "ENV_SETUP": args.env, "JOBSCRIPTS": HERE,
-            "SCRIPT_NAME": script, "PICARD_ARGS": picard_args(values)})))
+            "SCRIPT_NAME": script, "PICARD_ARGS": picard_args(values),
+            "SRUN_MPI": "" if args.srun_mpi == "default" else f"--mpi={args.srun_mpi}"})))
     return jobs
 
 
@@ -152,6 +159,10 @@ def main(argv=None) -> int:
     parser.add_argument("--directive", action="append", default=[],
                         help="extra scheduler directive, e.g. --directive='--account=abc' (repeatable)")
     parser.add_argument("--env", default=DEFAULT_ENV, help="shell lines that set up the environment")
+    parser.add_argument("--srun-mpi", default=DEFAULT_SRUN_MPI,
+                        help="slurm: srun's --mpi plugin, the PMI of the MPI behind mpi4py: pmi2 "
+                             "(MPICH, the mpich wheel; the default), pmix (Open MPI), cray_shasta "
+                             "(Cray MPICH); 'default': the cluster's MpiDefault")
     parser.add_argument("--out", required=True, help="directory for the scripts")
     args = parser.parse_args(own)
     args.picard = picard

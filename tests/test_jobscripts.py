@@ -44,6 +44,9 @@ def test_every_template_renders_to_valid_bash(tmp_path, scheduler, device):
         assert "#SBATCH --nodes=2" in eight and "#SBATCH --ntasks-per-node=4" in eight
         assert "#SBATCH --requeue" in eight and "--output=picard-strong-p00008-%j.log" in eight
         assert "scontrol requeue" in eight
+        assert "srun --mpi=pmi2 --kill-on-bad-exit=1" in eight
+        assert "python -m hpc_picard.launch clean-shm \"${SLURM_JOB_ID}\"" in eight
+        assert "is complete: not requeueing" in eight
         assert "sbatch picard-strong-p00001.sh" in files["submit-all.sh"]
     else:
         assert "#PBS -l select=2:" in eight and "mpiprocs=4" in eight and "#PBS -r y" in eight
@@ -77,6 +80,16 @@ def test_a_sweep_that_could_not_run_fails_before_writing(tmp_path, picard, messa
     assert result.returncode == 2
     assert message in result.stderr
     assert not out.exists() or os.listdir(out) == []
+
+
+@pytest.mark.parametrize("choice, launch", [("pmix", "srun --mpi=pmix --kill"),
+                                            ("default", "srun  --kill")])
+def test_srun_mpi_plugin_is_configurable(tmp_path, choice, launch):
+    result, out = generate(tmp_path, "--scheduler", "slurm", "--ranks", "2", "--srun-mpi", choice)
+    assert result.returncode == 0, result.stderr
+    assert launch in scripts(out)["picard-strong-p00002.sh"]
+    result, out = generate(tmp_path, "--scheduler", "slurm", "--ranks", "2", "--srun-mpi", "pmi2; rm")
+    assert result.returncode == 2 and "--srun-mpi 'pmi2; rm'" in result.stderr
 
 
 def test_bind_gpu_picks_the_local_rank(tmp_path):

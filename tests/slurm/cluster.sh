@@ -104,6 +104,9 @@ SlurmdLogFile=${DIR}/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 PlugStackConfig=${DIR}/plugstack.conf
+# Two stand-in GPUs: enough for --gpus-per-node and for Slurm to set
+# CUDA_VISIBLE_DEVICES, which is what the GPU job scripts' bind-gpu.sh works from.
+GresTypes=gpu
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -120,10 +123,14 @@ MinJobAge=600
 KillWait=5
 InactiveLimit=0
 MessageTimeout=20
-NodeName=${NODE} NodeAddr=127.0.0.1 ${HARDWARE} State=UNKNOWN
+NodeName=${NODE} NodeAddr=127.0.0.1 ${HARDWARE} Gres=gpu:2 State=UNKNOWN
 PartitionName=picard Nodes=${NODE} Default=YES MaxTime=INFINITE State=UP
 EOF
 : > "${DIR}/plugstack.conf"
+# gres.conf wants character devices: two links to harmless ones stand in (nothing opens
+# them; without cgroups Slurm only counts them and numbers CUDA_VISIBLE_DEVICES).
+mkdir -p "${DIR}/dev" && ln -s /dev/null "${DIR}/dev/gpu0" && ln -s /dev/zero "${DIR}/dev/gpu1"
+echo "NodeName=${NODE} Name=gpu File=${DIR}/dev/gpu[0-1]" > "${DIR}/gres.conf"
 export SLURM_CONF="${DIR}/slurm.conf" PICARD_SLURM_DIR="${DIR}" PICARD_SLURM_PARTITION=picard
 
 slurmctld -i
