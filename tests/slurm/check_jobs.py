@@ -147,7 +147,7 @@ def test_sweep_submits_and_collects(tmp_path):
         np.testing.assert_allclose(two["samples"][()], one["samples"][()], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(720)
 def test_requeued_job_resumes_to_the_same_samples(tmp_path):
     """A 2-rank job with a one-minute limit: Slurm signals it (USR1, --signal) before
     the limit, it requeues itself and resumes from its checkpoint until done. The
@@ -165,7 +165,7 @@ def test_requeued_job_resumes_to_the_same_samples(tmp_path):
                      env=ENV + "\nexport PICARD_TEST_SCORE_PAUSE=1")
     job = sbatch(out, "picard-strong-p00002.sh")
     assert reference.wait(timeout=240) == 0, reference.stdout.read()
-    info = wait(job, 420)
+    info = wait(job, 600)
     log = log_of(out, "picard-strong-p00002", job)
     assert info["JobState"] == "COMPLETED" and int(info["Restarts"]) >= 1, log
     assert "wall time nearly up: requeueing" in log and "(restart 1)" in log
