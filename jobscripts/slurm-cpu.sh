@@ -53,4 +53,12 @@ srun --overlap --ntasks-per-node=1 --ntasks="${SLURM_JOB_NUM_NODES}" \
 # srun in the background and `wait`, so that bash runs the trap while srun runs.
 srun @SRUN_MPI@ --kill-on-bad-exit=1 picard-sample @PICARD_ARGS@ \
     --checkpoint "${CHECKPOINT}" --resume --output "${OUTPUT}" --no-progress &
-wait $!
+srun_pid=$!
+# `wait` returns as soon as a trapped signal arrives: wait again while srun runs (a
+# USR1 after the run finished requeues nothing, and the job keeps srun's status).
+while :; do
+    status=0
+    wait "${srun_pid}" || status=$?
+    kill -0 "${srun_pid}" 2> /dev/null || break
+done
+exit "${status}"

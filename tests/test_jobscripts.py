@@ -46,7 +46,7 @@ def test_every_template_renders_to_valid_bash(tmp_path, scheduler, device):
         assert "scontrol requeue" in eight
         assert "srun --mpi=pmi2 --kill-on-bad-exit=1" in eight
         assert "python -m hpc_picard.launch clean-shm \"${SLURM_JOB_ID}\"" in eight
-        assert "is complete: not requeueing" in eight
+        assert "is complete: not requeueing" in eight and "wait \"${srun_pid}\"" in eight
         assert "sbatch picard-strong-p00001.sh" in files["submit-all.sh"]
     else:
         assert "#PBS -l select=2:" in eight and "mpiprocs=4" in eight and "#PBS -r y" in eight
