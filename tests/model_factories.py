@@ -36,6 +36,21 @@ def make_ddpm_clocked(dim=16):
 
 
 
+class BareModel:
+    """The documented contract and nothing more: dim and score (no parameters, no name)."""
+
+    def __init__(self, dim=9):
+        self.dim = dim
+
+    def score(self, x, t):
+        return gaussian_score(x, t).astype(x.dtype)
+
+
+def make_bare():
+    """A bare contract object of fixed d = 9 (takes no dim)."""
+    return BareModel()
+
+
 class GaussianNet(torch.nn.Module):
     """The exact network of the Gaussian data law for any prediction type."""
 
@@ -65,17 +80,3 @@ class ForgetfulClockNet(GaussianNet):
 
     def forward(self, x, t):
         return super().forward(x, t / 1000.0)
-
-
-def make_slow_callable():
-    """gaussian_score that sleeps PICARD_TEST_SCORE_PAUSE seconds per call: a run that
-    takes wall time but no CPU, for the Slurm requeue test (tests/slurm). The pause
-    does not change a single bit of the samples."""
-    import os
-    import time
-    pause = float(os.environ.get("PICARD_TEST_SCORE_PAUSE", "0"))
-
-    def slow_score(x, t):
-        time.sleep(pause)
-        return gaussian_score(x, t)
-    return slow_score
