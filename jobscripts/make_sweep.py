@@ -14,6 +14,10 @@ add --checkpoint, --resume, --output and --no-progress themselves).
   time-parallel regime: more slices, same rounds for a fixed K);
   ``--weak-scale num_samples`` multiplies the batch (the sample-parallel regime).
 
+Scaling studies: ``--emulate-latency T0[,T1]`` after ``--`` passes through to every
+job (emulated devices, docs/scaling.md); the scripts export MPICH's no-spin settings
+(hpc_picard.emulation.QUIET_PROGRESS_ENV) unless ``--busy-wait``.
+
 Each configuration is validated for its rank count before anything is written, so a
 sweep that could not run fails here, not in the queue. The out directory receives one
 script per rank count and submit-all.sh; submit from that directory.
@@ -22,11 +26,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 
+import click
+
 from hpc_picard.cli import OPTIONS
-from hpc_picard.config import ConfigError, RunConfig
+from hpc_picard.config import TIME_RANKS_AUTO, ConfigError, RunConfig
+from hpc_picard.emulation import QUIET_PROGRESS_ENV
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = {("slurm", "cpu"): "slurm-cpu.sh", ("slurm", "gpu"): "slurm-gpu.sh",
@@ -35,6 +43,8 @@ SUBMIT = {"slurm": "sbatch", "pbs": "qsub"}
 DEFAULT_ENV = ("# site-specific: load the MPI that mpi4py was built against, then the venv\n"
                "module load mpi 2>/dev/null || true\n"
                "source \"${HPC_PICARD_VENV:-$HOME/hpc_picard/.venv}/bin/activate\"")
+#: srun --mpi plugin: PMI-2 is what the PyPI mpich wheel (and MPICH's default build) speaks
+DEFAULT_SRUN_MPI = "pmi2"
 #: options the job scripts set themselves
 RESERVED = {"output", "checkpoint"}
 
@@ -58,9 +68,9 @@ def parse_picard_options(argv: list) -> dict:
             raise SweepError(f"{flag} needs a value")
         raw = argv[i + 1]
         try:
-            values[name] = kind(raw) if kind in (int, float, str) else raw
-        except ValueError:
-            raise SweepError(f"{flag} {raw!r}: expected {kind.__name__}") from None
+            values[name] = kind(raw) if kind in (int, float, str) else kind.convert(raw, None, None)
+        except (ValueError, click.BadParameter):
+            raise SweepError(f"{flag} {raw!r}: expected {getattr(kind, 'name', kind.__name__)}") from None
         i += 2
     return values
 
@@ -80,8 +90,17 @@ def wall_seconds(text: str) -> int:
 
 def picard_args(values: dict) -> str:
     flags = {name: flag for flag, name, _, _ in OPTIONS}
-    return shlex.join([token for name, value in values.items()
+    spelled = {name: "auto" if name == "time_ranks" and value == TIME_RANKS_AUTO else value
+               for name, value in values.items()}
+    return shlex.join([token for name, value in spelled.items()
                        for token in (flags[name], str(value))])
+
+
+def mpi_wait_env(busy_wait: bool) -> str:
+    """The export line of MPICH's no-spin settings (hpc_picard.emulation), or a note."""
+    if busy_wait:
+        return "# (left out: --busy-wait)"
+    return "export " + " ".join(f"{k}={v}" for k, v in QUIET_PROGRESS_ENV.items())
 
 
 def render(template: str, fields: dict) -> str:
@@ -98,6 +117,9 @@ def sweep(args) -> list:
         raise SweepError(f"--ranks needs positive rank counts, got {args.ranks!r}")
     if args.ranks_per_node < 1:
         raise SweepError(f"--ranks-per-node must be positive, got {args.ranks_per_node}")
+    if not re.fullmatch(r"[a-z0-9_]+", args.srun_mpi):
+        raise SweepError(f"--srun-mpi {args.srun_mpi!r}: expected a plugin name such as pmi2 "
+                         f"(srun --mpi=list shows the cluster's)")
     if wall_seconds(args.time) <= 2 * args.grace:
         raise SweepError(f"--time {args.time} leaves no room for the {args.grace} s grace period")
     with open(os.path.join(HERE, TEMPLATES[args.scheduler, args.device])) as fh:
@@ -125,7 +147,9 @@ def sweep(args) -> list:
             "CPUS_PER_RANK": args.cpus_per_rank, "CPUS_PER_NODE": args.cpus_per_rank * per_node,
             "TIME": args.time, "WALL_SECONDS": wall_seconds(args.time), "GRACE": args.grace,
             "EXTRA_DIRECTIVES": extra, "ENV_SETUP": args.env, "JOBSCRIPTS": HERE,
-            "SCRIPT_NAME": script, "PICARD_ARGS": picard_args(values)})))
+            "SCRIPT_NAME": script, "PICARD_ARGS": picard_args(values),
+            "SRUN_MPI": "" if args.srun_mpi == "default" else f"--mpi={args.srun_mpi}",
+            "MPI_WAIT_ENV": mpi_wait_env(args.busy_wait)})))
     return jobs
 
 
@@ -152,6 +176,13 @@ def main(argv=None) -> int:
     parser.add_argument("--directive", action="append", default=[],
                         help="extra scheduler directive, e.g. --directive='--account=abc' (repeatable)")
     parser.add_argument("--env", default=DEFAULT_ENV, help="shell lines that set up the environment")
+    parser.add_argument("--srun-mpi", default=DEFAULT_SRUN_MPI,
+                        help="slurm: srun's --mpi plugin, the PMI of the MPI behind mpi4py: pmi2 "
+                             "(MPICH, the mpich wheel; the default), pmix (Open MPI), cray_shasta "
+                             "(Cray MPICH); 'default': the cluster's MpiDefault")
+    parser.add_argument("--busy-wait", action="store_true",
+                        help="leave MPICH's progress engine spinning (default: waiting ranks "
+                             "sleep between polls, which oversubscribed or emulated runs need)")
     parser.add_argument("--out", required=True, help="directory for the scripts")
     args = parser.parse_args(own)
     args.picard = picard
