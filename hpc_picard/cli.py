@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .config import (ACCELERATIONS, CUDA_AWARE_CHOICES, DEVICES, DTYPES, INITIAL_GUESSES,
+from .config import (ACCELERATIONS, ARRAY_BACKENDS, CUDA_AWARE_CHOICES, DEVICES, DTYPES, INITIAL_GUESSES,
                      PARADIGMS_FORMS, SAMPLERS, ConfigError, RunConfig)
 from .plans import resolve_plan
 
@@ -48,6 +48,8 @@ OPTIONS = [
     ("--device", "device", click.Choice(DEVICES), "Where scores run: auto (a GPU if visible), cpu, cuda."),
     ("--cuda-aware-mpi", "cuda_aware_mpi", click.Choice(CUDA_AWARE_CHOICES),
      "Hand GPU buffers to MPI directly (auto: detect from the MPI library)."),
+    ("--array-backend", "array_backend", click.Choice(ARRAY_BACKENDS),
+     "Arrays of the sweep engine: numpy, torch or cupy (auto: the model's own type)."),
     ("--save-images", "save_images", str, "Write the samples as a PNG grid to this file."),
     # the ODE corrector, ParaDiGMS, sweep variants and plans (docs/samplers.md)
     ("--corrector-steps", "corrector_steps", int, "piadm-ode: Langevin corrector slices per block end (0: off)."),
@@ -148,7 +150,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
         sys.stderr.write(f"picard-sample: error on rank {comm.rank}: {exc}\n")
         sys.stderr.flush()
         if comm.size > 1:
-            comm.comm.Abort(1)
+            comm.abort(1)
         sys.exit(1)
     progress.close()
 

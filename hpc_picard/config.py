@@ -29,6 +29,7 @@ NETWORK_MODELS = ("digits",)
 DIFFUSERS_PREFIX = "diffusers:"
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_AWARE_CHOICES = ("auto", "yes", "no")
+ARRAY_BACKENDS = ("auto", "numpy", "torch", "cupy")     # hpc_picard/arrays.py
 DTYPES = ("float64", "float32")
 
 
@@ -68,6 +69,7 @@ class RunConfig:
     # models and devices (issue 5)
     device: str = "auto"          # auto: a GPU where one is visible, else the CPU
     cuda_aware_mpi: str = "auto"  # auto: trust the MPI library's GPU-support switches
+    array_backend: str = "auto"   # the sweep engine's arrays (auto: the model's own type)
     save_images: str = ""         # PNG grid of the samples ("" : none)
     # -- the ODE path's corrector, ParaDiGMS, sweep variants, plans (docs/samplers.md) --
     corrector_steps: int = 4         # piadm-ode: Langevin corrector slices (0: off)
@@ -121,6 +123,9 @@ class RunConfig:
         check_model_name(self.model)
         if self.device not in DEVICES:
             raise ConfigError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+        if self.array_backend not in ARRAY_BACKENDS:
+            raise ConfigError(f"unknown array backend {self.array_backend!r}; choose one of: "
+                              f"{', '.join(ARRAY_BACKENDS)}")
         if self.cuda_aware_mpi not in CUDA_AWARE_CHOICES:
             raise ConfigError(f"--cuda-aware-mpi must be one of: {', '.join(CUDA_AWARE_CHOICES)}, "
                               f"got {self.cuda_aware_mpi!r}")

@@ -17,6 +17,7 @@ from .grid import TimeGrid
 from .models import build_model
 from .parallel import Communicator, ProcessGrid
 from .plans import resolve_plan
+from .arrays import make_backend
 from .samplers import SamplerContext, build_sampler
 
 log = logging.getLogger("hpc_picard")
@@ -77,7 +78,10 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     samples = np.arange(first, stop)
     context = SamplerContext(model=model, comm=pgrid.time, samples=samples,
                              dtype=np.dtype(config.dtype), seed=config.seed,
-                             max_batch=config.max_batch, on_sweep=on_sweep)
+                             max_batch=config.max_batch, on_sweep=on_sweep,
+                             verdicts=pgrid.verdicts,
+                             backend=make_backend(config.array_backend, model,
+                                                  placement.torch_device))
     sampler = build_sampler(config, context)
 
     io_seconds = 0.0
@@ -135,6 +139,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     # Every time rank of a group holds the group's samples: time rank 0 of each group
     # sends them to world rank 0 (time rank 0 of group 0) over the sample communicator.
     gathered = pgrid.samples.gather_rows(y, root=0) if pgrid.time.rank == 0 else None
+    pgrid.free()
     stats = {
         "rounds": int(sum(sweeps)),
         "evaluations": evaluations,

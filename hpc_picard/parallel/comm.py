@@ -121,6 +121,43 @@ class Communicator:
     def allreduce_min(self, value: float) -> float:
         return self._allreduce_scalar(value, MPI.MIN)
 
+    def sweep_verdict(self, largest: float, first_failing: int) -> tuple:
+        """(max of ``largest``, min of ``first_failing``) over every rank, in one
+        Allreduce: the convergence verdict of a Picard sweep (largest residual, first
+        window position that failed the tolerance)."""
+        if self.size == 1:
+            return float(largest), int(first_failing)
+        buf = np.array([largest, -float(first_failing)], dtype=np.float64)
+        out = np.empty(2, dtype=np.float64)
+        self._timed(self.comm.Allreduce, buf, out, MPI.MAX)
+        return float(out[0]), int(-out[1])
+
+    def move_rows(self, send, recv, plan) -> int:
+        """Rows (axis 0) between ranks, one Alltoallv: returns the rows received.
+
+        ``plan`` = (sends, receives), each a list over ranks of (first row, count) in
+        ``send`` / ``recv``; received rows from all peers must be contiguous from row 0
+        (as the sliding window's moves are). numpy or device arrays (staged).
+        """
+        sends, receives = plan
+        received = sum(count for _, count in receives)
+        if self.size == 1:
+            (first, count), = sends
+            recv[:count] = send[first:first + count]
+            return received
+        row = int(np.prod(tuple(send.shape[1:]), dtype=np.int64))
+        host_send, staged = self._to_buffer(send)
+        host_recv = np.empty((received,) + tuple(recv.shape[1:]), dtype=host_send.dtype) \
+            if staged else recv
+        counts = lambda plan: np.array([c * row for _, c in plan], dtype=np.int64)   # noqa: E731
+        displs = lambda plan: np.array([f * row for f, _ in plan], dtype=np.int64)   # noqa: E731
+        self._timed(self.comm.Alltoallv,
+                    [_flat(host_send), (counts(sends), displs(sends))],
+                    [_flat(host_recv), (counts(receives), displs(receives))])
+        if staged:
+            recv[:received] = devices_like(host_recv, recv)
+        return received
+
     def allgather_rows(self, local: np.ndarray, counts) -> np.ndarray:
         """Concatenate every rank's float64 rows (axis 0) on every rank, in rank order.
 
@@ -182,7 +219,19 @@ class Communicator:
             self._timed(self.comm.Barrier)
 
     def split(self, color: int, key: int) -> "Communicator":
+        """A new communicator per color (ranks ordered by key); :meth:`free` it."""
         return Communicator(self.comm.Split(color, key), cuda_aware=self.cuda_aware)
+
+    def abort(self, code: int = 1):
+        """End every rank of this communicator's job now (MPI_Abort)."""
+        if self.size > 1:
+            self.comm.Abort(code)
+        os._exit(code)
+
+    def free(self):
+        """Release a communicator this program created (split, duplicated)."""
+        if self.comm not in (MPI.COMM_WORLD, MPI.COMM_SELF, MPI.COMM_NULL):
+            self.comm.Free()
 
     def node_local(self) -> "Communicator":
         """The ranks of this communicator that share this rank's node (memory domain).
@@ -196,34 +245,34 @@ class Communicator:
                             cuda_aware=self.cuda_aware)
 
 
-class GroupCommunicator(Communicator):
-    """The time communicator of one sample group whose max-reductions span every group.
+def _flat(array):
+    """A 1-D view for buffer-based calls (contiguous numpy, or a CPU torch tensor)."""
+    if not isinstance(array, np.ndarray) and type(array).__module__.startswith("torch"):
+        array = array.detach().numpy()
+    return array.reshape(-1)
 
-    Samplers decide when a block's sweeps stop (and whether they diverge) with
-    ``allreduce_max`` of their residuals, and ParaDiGMS where its window slides with
-    ``allreduce_min``. Reducing that over all groups, not just this
-    one, makes every group stop at the same sweep with the verdict a single rank would
-    reach on the whole batch, so the samples do not depend on how the ranks are split
-    into sample groups. All other collectives stay inside the group.
-    """
 
-    def __init__(self, comm, verdicts: Communicator, cuda_aware: bool = False):
-        super().__init__(comm, cuda_aware)
-        self.verdicts = verdicts
-
-    def allreduce_max(self, value: float) -> float:
-        return self.verdicts.allreduce_max(value)
-
-    def allreduce_min(self, value: float) -> float:
-        return self.verdicts.allreduce_min(value)
-
-    def allreduce_obj_max(self, value):
-        return self.verdicts.allreduce_obj_max(value)
+def devices_like(host, template):
+    from .. import devices
+    return devices.like(host, template)
 
 
 def world() -> Communicator:
-    """The job's world communicator. Only the CLI and drivers call this."""
-    return Communicator(MPI.COMM_WORLD)
+    """A duplicate of the job's world communicator (so that hpc_picard's messages can
+    never match a caller's). Only the CLI and drivers call this."""
+    return Communicator(MPI.COMM_WORLD.Dup())
+
+
+def library_version() -> str:
+    """The MPI library's version string (MPI_Get_library_version)."""
+    return MPI.Get_library_version()
+
+
+def abort(code: int = 1):
+    """End every rank of the job (MPI_Abort on COMM_WORLD), or this process alone."""
+    if MPI.COMM_WORLD.Get_size() > 1:
+        MPI.COMM_WORLD.Abort(code)
+    os._exit(code)
 
 
 def abort_on_error(exc_type, exc, tb):
@@ -237,9 +286,7 @@ def abort_on_error(exc_type, exc, tb):
     text = "".join(traceback.format_exception(exc_type, exc, tb))
     sys.stderr.write("".join(f"[rank {rank}] {line}\n" for line in text.rstrip().splitlines()))
     sys.stderr.flush()
-    if MPI.COMM_WORLD.Get_size() > 1:
-        MPI.COMM_WORLD.Abort(1)
-    os._exit(1)
+    abort(1)
 
 
 def install_abort_handler():

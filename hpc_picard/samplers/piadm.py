@@ -31,8 +31,8 @@ from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
 from .acceleration import AndersonMixer
 from .base import BlockStats, Sampler
-from .monitor import SweepMonitor
 from .corrector import LangevinCorrector
+from .monitor import SweepMonitor
 
 
 class PicardSampler(Sampler):
@@ -59,91 +59,41 @@ class PicardSampler(Sampler):
                    initial_guess=config.initial_guess, accelerate=config.accelerate,
                    anderson_depth=config.anderson_depth)
 
-    def _buffers(self, owned: int, shape: tuple) -> tuple:
-        """Work arrays for a block of ``owned`` slices, kept from block to block."""
-        key = (owned, shape)
-        if getattr(self, "_buffer_key", None) != key:
-            self._buffer_key = key
-            self._buffer_list = (np.empty((owned + 1,) + shape), np.empty((owned + 1,) + shape),
-                                 np.empty((owned,) + shape),
-                                 np.empty((owned,) + shape, dtype=self.ctx.dtype))
-        return self._buffer_list
-
     def slice_range(self, block) -> tuple:
         return balanced_range(block.num_slices, self.ctx.comm.size, self.ctx.comm.rank)
 
     def run_block(self, block, y0):
-        comm = self.ctx.comm
-        lo, hi = self.slice_range(block)
-        owned = hi - lo
-        tau = block.tau
+        y0 = np.asarray(y0)
+        engine = self.engine(y0.shape)
+        lo, hi = engine.assign(block.num_slices)
         _, c, b = step_coefficients(block.steps, self.path)
-        decay = np.exp(-tau[lo + 1:hi + 1])                      # e^{-tau_{j+1}}, owned j
-        weight = (decay * c[lo:hi])[:, None, None]
-        growth = np.exp(tau[lo:hi + 1])[:, None, None]            # e^{tau_m}, m in [lo, hi]
-        # v_m for the states this rank rebuilds, m in [lo+1, hi]: the noise scale of the
-        # step that ends at m.
-        scale = step_noise_scale(block.steps[lo:hi])[:, None] * y0.shape[1]
-        times = block.score_times[lo:hi]
-
-        y0_64 = np.asarray(y0, dtype=np.float64)
+        decay = np.exp(-block.tau[1:])                            # e^{-tau_{j+1}}
+        fixed = None
         if self.path == "sde":
-            # The noise part of g is the same in every sweep: form it once per block.
+            # The noise part of g is the same in every sweep: formed once per block.
             fixed = self.increments(block, range(lo, hi))
-            fixed *= (decay * b[lo:hi])[:, None, None]
-        else:
-            fixed = None
-
-        # states[i] = Y_{lo+i} for i in [0, owned]; the last row is Y_hi, the next
-        # rank's first state (or the block end on the last rank). The work arrays live
-        # across sweeps and blocks: fresh multi-megabyte arrays every sweep cost more in
-        # page faults than the arithmetic they hold.
-        states, rebuilt, g, score = self._buffers(owned, y0_64.shape)
-        states[...] = y0_64
+            fixed *= (decay * b)[lo:hi, None, None]
+        times = block.score_times
+        engine.start(y0, growth=np.exp(block.tau), weight=decay * c,
+                     scale=step_noise_scale(block.steps) * y0.shape[1], fixed=fixed,
+                     tol=self.tol, freeze=self.mixer is None,
+                     describe=lambda j: f"block {block.index}, slice {j} "
+                                        f"(forward time t={float(times[j]):.6g})")
         if self.initial_guess == "noise" and fixed is not None:
-            # The noise-only trajectory: one prefix sum of the fixed part of g.
-            np.cumsum(fixed, axis=0, out=g)
-            states[0] += comm.exscan_sum(g[-1] if owned else np.zeros_like(y0_64))
-            states[1:] = g + states[0]
-            states *= growth
+            engine.initialize_from_fixed()
         if self.mixer is not None:
             self.mixer.reset()
-        residual = np.inf
-        sweeps = 0
         monitor = SweepMonitor(block, self.picard_iters, self.tol, self.ctx.on_sweep)
-        for sweeps in range(1, self.picard_iters + 1):
-            self.score(states[:owned].astype(self.ctx.dtype, copy=False), times,
-                       block.index, lo, out=score)
-            np.multiply(score, weight, out=g)
-            if fixed is not None:
-                g += fixed
-            for i in range(1, owned):                             # inclusive local prefix
-                g[i] += g[i - 1]
-            offset = comm.exscan_sum(g[-1] if owned else np.zeros_like(y0_64))
-            np.add(y0_64, offset, out=rebuilt[0])
-            np.add(g, rebuilt[0], out=rebuilt[1:])
-            rebuilt *= growth
-            if self.ctx.dtype != np.float64:
-                # Round to the state dtype now, so a float32 run's iterates are float32.
-                rebuilt[...] = rebuilt.astype(self.ctx.dtype)
-            np.subtract(rebuilt[1:], states[1:], out=g)
-            np.square(g, out=g)
-            diff = g.sum(axis=2) / scale
-            residual = comm.allreduce_max(float(diff.max()) if owned else 0.0)
-            monitor.check(sweeps, residual)
-            if self.mixer is not None and not (self.tol > 0 and residual <= self.tol**2):
-                # The block end (last row) stays the plain image F(Y): only the states
-                # whose scores the next sweep evaluates are mixed.
-                rebuilt[:owned] = self.mixer.mix(states[:owned], rebuilt[:owned])
-            states, rebuilt = rebuilt, states
-            if self.tol > 0 and residual <= self.tol**2:
-                break
-        # With more ranks than slices the last ranks own none: the end is on the last owner.
-        last_owner = min(comm.size, block.num_slices) - 1
-        end = comm.bcast_array(states[-1].copy(), root=last_owner)
-        return (end.astype(self.ctx.dtype),
-                BlockStats(sweeps=sweeps, evaluations=sweeps * block.num_slices,
-                           residual=float(np.sqrt(residual))))
+        while engine.sweeps < self.picard_iters and not engine.done:
+            x, slices = engine.pending()
+            scores = self.evaluate(x, times[slices.start:slices.stop],
+                                   engine.score_buffer(len(slices)))
+            engine.sweep(scores, mixer=self.mixer)
+            monitor.check(engine.sweeps, engine.residual)
+        end = engine.backend.to_host(engine.end()[0])
+        return (end.astype(self.ctx.dtype, copy=False),
+                BlockStats(sweeps=engine.sweeps, evaluations=engine.evaluations,
+                           residual=float(np.sqrt(engine.residual))))
 
 
 class PicardODESampler(PicardSampler):
@@ -175,8 +125,8 @@ class PicardODESampler(PicardSampler):
         y, stats = super().run_block(block, y0)
         if self.corrector is None:
             return y, stats
-        x, sweeps = self.corrector.run(self, block, y)
+        x, sweeps, evaluations = self.corrector.run(self, block, y)
         return (x.astype(self.ctx.dtype),
                 BlockStats(sweeps=stats.sweeps + sweeps,
-                           evaluations=stats.evaluations + sweeps * self.corrector.steps,
+                           evaluations=stats.evaluations + evaluations,
                            residual=stats.residual))
