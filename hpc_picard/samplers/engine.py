@@ -148,7 +148,9 @@ class BlockSweep:
         rows = self.owned + 1
         self.current = 0
         self._states[0][:rows] = self._as_row(y0)
-        self._states[1][:rows] = self._states[0][:rows]
+        # The other buffer is written row by row as rows are rebuilt or freeze; only
+        # the first row (rank 0's Y_w, never rebuilt) must be there from the start.
+        self._states[1][0] = self._states[0][0]
         self._fixed_rows = self._fixed[0]
         if fixed is not None:
             self._fixed_rows[:self.owned] = self._as_rows(fixed)
@@ -158,7 +160,7 @@ class BlockSweep:
         self._reset_window()
 
     def _reset_window(self):
-        self._cum[:self.owned] = 0.0
+        # The prefix sums need no clearing: the first sweep (front 0) writes every row.
         self.front = 0
         self.sweeps = 0
         self.residual = np.inf
@@ -216,7 +218,6 @@ class BlockSweep:
         self._rebuild(0)
         rows = slice(0, self.owned + 1)
         self.backend.copy(self._states[1 - self.current][rows], self._states[self.current][rows])
-        self._cum[:self.owned] = 0.0
 
     def sweep(self, scores, mixer=None):
         """One Picard sweep with the scores at :meth:`pending`'s states, (J, S, d).
@@ -389,7 +390,7 @@ class BlockSweep:
             spare[received:self.owned] = self._as_rows(new_fixed(self.lo + received, self.hi))
         self._fixed_rows = spare
         self.current = 1 - self.current
-        self._states[1 - self.current][:self.owned + 1] = new_states[:self.owned + 1]
+        self._states[1 - self.current][0] = new_states[0]
         self._reset_window()
 
 
