@@ -112,7 +112,6 @@ class BlockSweep:
         self._diff = be.empty((rows,) + self.sample_shape, self.dtype)
         self._scores = be.empty((rows,) + self.sample_shape, self.dtype)
         self._base = be.empty(row, np.float64)
-        self._send = be.empty(row, np.float64)
         self._zero = be.zeros(row, np.float64)
         self._end = be.empty(row, self.dtype)
 
@@ -214,6 +213,7 @@ class BlockSweep:
         """Replace the constant guess by the trajectory of the fixed part of g alone
         (the score set to zero: PIADM's "noise" initial guess); costs no evaluation."""
         self.backend.copy(self._fixed_rows[:self.owned], self._cum[:self.owned])
+        self._seed_start(0)
         self._prefix(0)
         self._rebuild(0)
         rows = slice(0, self.owned + 1)
@@ -239,6 +239,7 @@ class BlockSweep:
                 be.add(live, lagged, out=live)
             if first > 0:                       # continue the frozen prefix's running sum
                 be.add(live[0], self._cum[first - 1], out=live[0])
+            self._seed_start(first)
         self._prefix(first)
         if first < n and not be.all_finite(self._cum[n - 1]):
             self._raise_non_finite(scores, first)
@@ -258,17 +259,24 @@ class BlockSweep:
             be.copy(new[rebuilt:still], old[rebuilt:still])
         self.current = 1 - self.current
 
+    def _seed_start(self, first: int):
+        """On rank 0, start the prefix sums from G_w^{-1} Y_w: its base never changes
+        within a window, so its prefix sums carry it and the rebuild is one multiply."""
+        if self.comm.rank == 0 and first == 0 and self.owned:
+            self._start_in_frame(out=self._base)
+            self.backend.add(self._cum[0], self._base, out=self._cum[0])
+
     def _prefix(self, first: int):
         """Local inclusive prefix sums of the live rows, then the Exscan of the local
-        totals; rank 0 sends its start (in the integrating factor's frame) with its
-        total, so every rank's base is G_w^{-1} Y_w + sum of g left of its slices."""
+        totals. Rank 0's prefix sums start from its start state (the integrating
+        factor's frame), so every rank's base is G_w^{-1} Y_w + the sum of g left of
+        its slices, and rank 0's base is the start itself."""
         be, n = self.backend, self.owned
         if first < n:
             be.cumsum_rows(self._cum[first:n])
         base = self._base
         if self.comm.rank == 0:
-            self._start_in_frame(out=base)
-            send = be.add(base, self._cum[n - 1], out=self._send) if n else base
+            send = self._cum[n - 1]
         else:
             send = self._cum[n - 1] if n else self._zero
         if self.comm.rank != 0:
@@ -298,8 +306,12 @@ class BlockSweep:
         first_row = max(rebuilt, 1)
         if first_row > n:
             return
+        prefix = self._cum[first_row - 1:n]
+        if self.comm.rank == 0:                 # the start is in the prefix sums already
+            self._grow(prefix, first_row, new[first_row:n + 1])
+            return
         u = self._work[:n + 1 - first_row] if self.components > 1 else new[first_row:n + 1]
-        be.add(self._cum[first_row - 1:n], self._base, out=u)
+        be.add(prefix, self._base, out=u)
         self._grow(u, first_row, new[first_row:n + 1])
 
     def _grow(self, u, first_row: int, out):
