@@ -60,7 +60,7 @@ def launch(args, sampler: str, ranks: int) -> dict:
     cmd = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", "--sampler", sampler,
            "--dim", str(args.dim), "--num-samples", str(args.num_samples),
            "--seed", str(args.seed), "--array-backend", args.array_backend]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         sys.exit(f"bench run {sampler} on {ranks} ranks failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])

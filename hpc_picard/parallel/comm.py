@@ -59,6 +59,58 @@ class Communicator:
             return array, False
         return np.ascontiguousarray(devices.to_host(array)), True
 
+    def _readable(self, array, role: str):
+        """A buffer MPI may read holding ``array``: host memory as it is (numpy, CPU
+        tensors, zero-copy), device memory directly where MPI is GPU-aware, else a
+        copy in a host staging buffer kept for the next call (pinned where the array
+        library can pin it)."""
+        host = _host_view(array)
+        if host is not None:
+            return host
+        from .. import devices
+        devices.synchronize(array)
+        if self.cuda_aware:
+            return array
+        buffer = self._staging(role, tuple(array.shape), array.dtype)
+        _copy_to_host(array, buffer)
+        return buffer
+
+    def _writable(self, array, role: str):
+        """(buffer MPI may write, staging buffer to copy back to ``array`` or None)."""
+        host = _host_view(array)
+        if host is not None:
+            return host, None
+        if self.cuda_aware:
+            from .. import devices
+            devices.synchronize(array)
+            return array, None
+        buffer = self._staging(role, tuple(array.shape), array.dtype)
+        return buffer, buffer
+
+    def _staging(self, role: str, shape: tuple, dtype):
+        """A host buffer per (role, shape, dtype), allocated once, pinned if possible."""
+        cache = self.__dict__.setdefault("_staging_buffers", {})
+        key = (role, shape, str(dtype))
+        if key not in cache:
+            cache[key] = _pinned_empty(shape, dtype)
+        return cache[key]
+
+    def exscan_sum_into(self, local, out):
+        """Exclusive prefix sum over ranks of ``local`` into ``out`` (same shape and
+        float dtype, numpy, torch or cupy); zeros on rank 0. No allocation per call:
+        what a sweep sends is its rank's block total, every sweep."""
+        if self.size == 1:
+            out[...] = 0
+            return out
+        send = self._readable(local, "exscan-send")
+        recv, staged = self._writable(out, "exscan-recv")
+        self._timed(self.comm.Exscan, send, recv, MPI.SUM)
+        if self.rank == 0:          # MPI leaves rank 0's receive buffer undefined
+            recv[...] = 0
+        if staged is not None:
+            _copy_from_host(staged, out)
+        return out
+
     @staticmethod
     def _from_buffer(result, template, staged: bool):
         if not staged:
@@ -146,16 +198,15 @@ class Communicator:
             recv[:count] = send[first:first + count]
             return received
         row = int(np.prod(tuple(send.shape[1:]), dtype=np.int64))
-        host_send, staged = self._to_buffer(send)
-        host_recv = np.empty((received,) + tuple(recv.shape[1:]), dtype=host_send.dtype) \
-            if staged else recv
+        host_send = self._readable(send, "rows-send")
+        host_recv, staged = self._writable(recv, "rows-recv")
         counts = lambda plan: np.array([c * row for _, c in plan], dtype=np.int64)   # noqa: E731
         displs = lambda plan: np.array([f * row for f, _ in plan], dtype=np.int64)   # noqa: E731
         self._timed(self.comm.Alltoallv,
                     [_flat(host_send), (counts(sends), displs(sends))],
                     [_flat(host_recv), (counts(receives), displs(receives))])
-        if staged:
-            recv[:received] = devices_like(host_recv, recv)
+        if staged is not None:
+            _copy_from_host(staged[:received], recv[:received])
         return received
 
     def allgather_rows(self, local: np.ndarray, counts) -> np.ndarray:
@@ -246,15 +297,47 @@ class Communicator:
 
 
 def _flat(array):
-    """A 1-D view for buffer-based calls (contiguous numpy, or a CPU torch tensor)."""
-    if not isinstance(array, np.ndarray) and type(array).__module__.startswith("torch"):
-        array = array.detach().numpy()
+    """A 1-D view of a contiguous buffer for the vector (v) collectives."""
     return array.reshape(-1)
 
 
-def devices_like(host, template):
-    from .. import devices
-    return devices.like(host, template)
+def _host_view(array):
+    """A numpy view of host memory (numpy arrays, CPU torch tensors), else None."""
+    if isinstance(array, np.ndarray):
+        return array
+    if type(array).__module__.startswith("torch") and array.device.type == "cpu":
+        return array.detach().numpy()
+    return None
+
+
+def _pinned_empty(shape: tuple, dtype):
+    """A host array in page-locked memory where torch or cupy can provide it (faster,
+    asynchronous device copies), else plain host memory."""
+    module = type(dtype).__module__
+    if module.startswith("torch"):
+        import torch
+        return torch.empty(shape, dtype=dtype, pin_memory=torch.cuda.is_available()).numpy()
+    try:
+        import cupyx
+        return cupyx.empty_pinned(shape, dtype=np.dtype(dtype))
+    except ImportError:
+        return np.empty(shape, dtype=np.dtype(dtype))
+
+
+def _copy_to_host(device_array, host: np.ndarray):
+    if type(device_array).__module__.startswith("torch"):
+        import torch
+        torch.from_numpy(host).copy_(device_array)
+    else:
+        device_array.get(out=host)
+
+
+def _copy_from_host(host: np.ndarray, device_array):
+    if type(device_array).__module__.startswith("torch"):
+        import torch
+        device_array.copy_(torch.from_numpy(host))
+    else:
+        device_array.set(host)
 
 
 def world() -> Communicator:

@@ -113,6 +113,7 @@ class BlockSweep:
         self._scores = be.empty((rows,) + self.sample_shape, self.dtype)
         self._base = be.empty(row, np.float64)
         self._zero = be.zeros(row, np.float64)
+        self._received = be.empty(row, np.float64)
         self._end = be.empty(row, self.dtype)
 
     def start(self, y0, growth, weight, scale, fixed=None, linear=None, tol: float = 0.0,
@@ -279,10 +280,9 @@ class BlockSweep:
             send = self._cum[n - 1]
         else:
             send = self._cum[n - 1] if n else self._zero
-        if self.comm.rank != 0:
-            be.copy(self.comm.exscan_sum(send), base)
-        elif self.comm.size > 1:
-            self.comm.exscan_sum(send)          # rank 0 takes part; its result is undefined
+        if self.comm.size > 1:
+            # rank 0 takes part too; its base, the start, stays as it is
+            self.comm.exscan_sum_into(send, base if self.comm.rank else self._received)
 
     def _start_in_frame(self, out):
         """G_w^{-1} Y_w (float64) into out, from rank 0's first state."""
