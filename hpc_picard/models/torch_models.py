@@ -192,8 +192,19 @@ class NetworkScoreModel(ScoreModel):
                 return sum(p.numel() for p in candidate.parameters())
         return 1
 
-    def score(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Scores at x (B, d) and forward times t (B,): numpy in, numpy out (x's dtype)."""
+    #: the sweep engine keeps this model's states as torch tensors (arrays.py)
+    array_backend = "torch"
+
+    @property
+    def torch_device(self) -> str:
+        return str(self.device)
+
+    def score(self, x, t):
+        """Scores at x (B, d) and forward times t (B,): numpy in, numpy out (x's dtype);
+        a torch tensor in, a tensor out on its device (the sweep engine's torch arrays
+        stay where they are)."""
+        if type(x).__module__.startswith("torch"):
+            return self._score_tensor(x, t)
         x = np.asarray(x)
         t = np.broadcast_to(np.asarray(t, dtype=np.float64), (x.shape[0],))
         out = np.empty(x.shape, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
@@ -220,19 +231,50 @@ class NetworkScoreModel(ScoreModel):
         return prediction_to_score(raw, np.asarray(x, dtype=np.float64), t, self.prediction)
 
 
-def prediction_to_score(raw: np.ndarray, x: np.ndarray, t: np.ndarray, prediction: str) -> np.ndarray:
-    """A network's raw output (B, d) at states x (B, d), forward times t (B,) -> score."""
+    def _score_tensor(self, x, t):
+        """The tensor path of :meth:`score`: float64 conversion on the model's device."""
+        torch = _torch()
+        t = np.broadcast_to(np.asarray(t, dtype=np.float64), (x.shape[0],))
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        rows = self.preferred_batch()
+        with torch.no_grad():
+            for lo in range(0, x.shape[0], rows):
+                part = x[lo:lo + rows]
+                xs = part.to(self.device, self.torch_dtype).reshape((part.shape[0],) + self.shape)
+                clock = t[lo:lo + rows] if self.clock is None else self.clock.timestep(t[lo:lo + rows])
+                ts = torch.tensor(np.array(clock, dtype=np.float64), device=self.device,
+                                  dtype=self.torch_dtype)
+                raw = self.network(xs, ts)
+                raw = getattr(raw, "sample", raw)
+                if tuple(raw.shape) != tuple(xs.shape):
+                    raise ValueError(f"network returned shape {tuple(raw.shape)} for input "
+                                     f"{tuple(xs.shape)}; a score model must keep the shape")
+                times = torch.as_tensor(np.array(t[lo:lo + rows]), device=self.device)
+                out[lo:lo + rows] = prediction_to_score(
+                    raw.reshape(part.shape[0], -1).double(), part.to(self.device).double(),
+                    times, self.prediction).to(x.device)
+        return out
+
+
+def prediction_to_score(raw, x, t, prediction: str):
+    """A network's raw output (B, d) at states x (B, d), forward times t (B,) -> score.
+    numpy arrays, or torch tensors on one device (then computed in torch)."""
     if prediction == "score":
         return raw
-    t = np.asarray(t, dtype=np.float64)[:, None]
-    var = -np.expm1(-2.0 * t)                 # 1 - e^{-2t}
+    xp = np
+    if type(raw).__module__.startswith("torch"):
+        xp = _torch()
+        t = xp.as_tensor(t, dtype=xp.float64, device=raw.device)[:, None]
+    else:
+        t = np.asarray(t, dtype=np.float64)[:, None]
+    var = -xp.expm1(-2.0 * t)                 # 1 - e^{-2t}
     if prediction == "epsilon":
-        return -raw / np.sqrt(var)
+        return -raw / xp.sqrt(var)
     if prediction == "sample":
-        return -(x - np.exp(-t) * raw) / var
+        return -(x - xp.exp(-t) * raw) / var
     if prediction == "v_prediction":
-        eps = np.exp(-t) * raw + np.sqrt(var) * x
-        return -eps / np.sqrt(var)
+        eps = xp.exp(-t) * raw + xp.sqrt(var) * x
+        return -eps / xp.sqrt(var)
     raise ValueError(f"unknown prediction {prediction!r}")
 
 
