@@ -106,11 +106,13 @@ class BlockSweep:
         row = (self.components,) + self.sample_shape
         self._capacity = owned
         self._states = [be.empty((rows,) + row, self.dtype) for _ in range(2)]
-        self._fixed = [be.empty((rows,) + row, np.float64) for _ in range(2)]
         self._cum = be.empty((rows,) + row, np.float64)       # g, then its prefix sums
-        self._work = be.empty((rows,) + row, np.float64)
-        self._diff = be.empty((rows,) + self.sample_shape, self.dtype)
+        # scores, then (once g is formed) the differences of the states
         self._scores = be.empty((rows,) + self.sample_shape, self.dtype)
+        self._diff = self._scores
+        # allocated when first needed: the fixed increments (SDE noise; a second
+        # buffer for slides) and float64 work rows (2 x 2 growth, the linear term)
+        self._fixed, self._work = [], None
         self._base = be.empty(row, np.float64)
         self._zero = be.zeros(row, np.float64)
         self._received = be.empty(row, np.float64)
@@ -151,13 +153,24 @@ class BlockSweep:
         # The other buffer is written row by row as rows are rebuilt or freeze; only
         # the first row (rank 0's Y_w, never rebuilt) must be there from the start.
         self._states[1][0] = self._states[0][0]
-        self._fixed_rows = self._fixed[0]
+        self._fixed_rows = None
         if fixed is not None:
+            self._fixed_rows = self._fixed_buffer(0)
             self._fixed_rows[:self.owned] = self._as_rows(fixed)
-        else:
-            self._fixed_rows[:self.owned] = 0.0
         self.evaluations = 0
         self._reset_window()
+
+    def _fixed_buffer(self, index: int):
+        while len(self._fixed) <= index:
+            self._fixed.append(self.backend.empty(
+                (self._capacity + 1, self.components) + self.sample_shape, np.float64))
+        return self._fixed[index]
+
+    def _work_rows(self, rows: int):
+        if self._work is None:
+            self._work = self.backend.empty(
+                (self._capacity + 1, self.components) + self.sample_shape, np.float64)
+        return self._work[:rows]
 
     def _reset_window(self):
         # The prefix sums need no clearing: the first sweep (front 0) writes every row.
@@ -233,9 +246,10 @@ class BlockSweep:
             live = self._cum[first:n]
             window = slice(self.offset + self.lo + first, self.offset + self.hi)
             be.multiply(scores[:, None], self._weight[window], out=live)
-            be.add(live, self._fixed_rows[first:n], out=live)
+            if self._fixed_rows is not None:
+                be.add(live, self._fixed_rows[first:n], out=live)
             if self._linear is not None:
-                lagged = self._work[:n - first]
+                lagged = self._work_rows(n - first)
                 be.multiply(self._states[self.current][first:n], self._linear[window], out=lagged)
                 be.add(live, lagged, out=live)
             if first > 0:                       # continue the frozen prefix's running sum
@@ -310,7 +324,7 @@ class BlockSweep:
         if self.comm.rank == 0:                 # the start is in the prefix sums already
             self._grow(prefix, first_row, new[first_row:n + 1])
             return
-        u = self._work[:n + 1 - first_row] if self.components > 1 else new[first_row:n + 1]
+        u = self._work_rows(n + 1 - first_row) if self.components > 1 else new[first_row:n + 1]
         be.add(prefix, self._base, out=u)
         self._grow(u, first_row, new[first_row:n + 1])
 
@@ -384,7 +398,7 @@ class BlockSweep:
         self.offset += advance
         self.assign(size)
         new_states = self._states[1 - self.current]
-        spare = self._fixed[1] if old_fixed is self._fixed[0] else self._fixed[0]
+        spare = self._fixed_buffer(1) if old_fixed is self._fixed_buffer(0) else self._fixed[0]
         last_owner = min(self.comm.size, old_size) - 1
         held_states = [(lo, hi + (r == last_owner)) for r, (lo, hi) in enumerate(old_ranges)]
         wanted_states = [(min(lo + advance, old_size), min(hi + advance, old_size) + 1)

@@ -43,7 +43,8 @@ import time
 import numpy as np
 
 from ..process import step_coefficients, step_noise_scale
-from .base import BlockStats, Sampler
+from .base import F64, BlockStats, Sampler
+from .options import TOL, Cost, Option
 
 FORMS = ("exponential", "additive")
 
@@ -56,6 +57,43 @@ class ParadigmsSampler(Sampler):
     path = "sde"
     time_parallel = True
     whole_trajectory = True
+    options = (
+        TOL,
+        Option("window", int, 64, "Slices per sliding window p (a state is accepted once "
+               "r <= tol^2).", positive=True),
+        Option("paradigms_form", str, "exponential", "Window update: exponential (integrating "
+               "factor) or additive (the original ParaDiGMS).", choices=FORMS),
+    )
+
+    @classmethod
+    def owned_slices(cls, config, time_ranks, time_rank) -> tuple:
+        """This rank's share of a full window (the window slides over all blocks)."""
+        size = min(config.window, config.blocks * config.steps_per_block)
+        return balanced_range(size, time_ranks, time_rank)
+
+    @classmethod
+    def bounds(cls, config) -> Cost:
+        """A round evaluates the window (min(p, slices left)) and accepts at least one
+        slice and at most the window: between ceil(L / p) and L rounds for L slices. The
+        most evaluations are those of one slice a round (tol = 0)."""
+        total, window = config.blocks * config.steps_per_block, config.window
+        full = min(window, total)
+        most = (total - full) * window + full * (full + 1) // 2
+        fewest_rounds = -(-total // window)
+        return Cost(total, most, fewest_rounds, total,
+                    f"windows of {window} slices, at least {fewest_rounds} rounds")
+
+    @classmethod
+    def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
+        """The sweep engine's arrays for this rank's part of the window (engine.py,
+        not replicated): two trajectories of owned + 1 states and the scores (state
+        dtype); the prefix sums, two buffers of fixed noise rows (one being filled as
+        the window slides), the noise as drawn and, for the additive form, work rows
+        (float64)."""
+        lo, hi = cls.owned_slices(config, time_ranks, time_rank)
+        rows, row = hi - lo + 1, samples * config.dim
+        arrays = 4 * rows + (rows if config.paradigms_form == "additive" else 0) + 4
+        return arrays * row * F64 + 3 * rows * row * np.dtype(config.dtype).itemsize
 
     def __init__(self, context, window: int, tol: float, form: str = "exponential", **options):
         super().__init__(context, **options)
