@@ -58,6 +58,14 @@ import numpy as np
 from ..parallel import balanced_range
 
 
+def exact_sweeps_evaluations(slices: int, sweeps: int) -> tuple:
+    """(sweeps made, score evaluations per sample) of at most ``sweeps`` sweeps over
+    ``slices`` slices when only exact slices freeze (tol = 0): sweep k scores slices
+    k-1 .. M-1, and the window is done after M sweeps."""
+    made = min(sweeps, slices)
+    return made, made * slices - made * (made - 1) // 2
+
+
 class BlockSweep:
     """Distributed Picard sweeps over a window of slices; owns the state arrays.
 

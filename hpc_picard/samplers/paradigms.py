@@ -42,6 +42,7 @@ import time
 
 import numpy as np
 
+from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
 from .base import F64, BlockStats, Sampler
 from .options import TOL, Cost, Option

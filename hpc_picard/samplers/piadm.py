@@ -33,6 +33,7 @@ from .acceleration import ACCELERATIONS, AndersonMixer
 from .base import F64, BlockStats, Sampler
 from .monitor import SweepMonitor
 from .corrector import LangevinCorrector
+from .engine import exact_sweeps_evaluations
 from .options import PICARD_ITERS, TOL, Cost, Option
 
 INITIAL_GUESSES = ("constant", "noise")
@@ -61,11 +62,17 @@ class PicardSampler(Sampler):
 
     @classmethod
     def bounds(cls, config) -> Cost:
-        """K sweeps of every slice per block; with tol > 0 a block can stop after one."""
-        blocks, slices, sweeps = config.blocks, config.steps_per_block, config.picard_iters
-        fewest = sweeps if config.tol == 0 else 1
-        return Cost(blocks * sweeps, blocks * sweeps * slices, blocks * fewest,
-                    blocks * fewest * slices, f"{sweeps} per block")
+        """At most K sweeps per block (M when K > M: the block is exact then), sweep k
+        scoring the slices not yet exact (engine.py); with tol > 0 a block can stop
+        after one sweep of every slice."""
+        blocks, slices = config.blocks, config.steps_per_block
+        sweeps, evaluations = exact_sweeps_evaluations(slices, config.picard_iters)
+        if config.tol == 0:
+            fewest, fewest_evaluations = sweeps, evaluations
+        else:
+            fewest, fewest_evaluations = 1, slices
+        return Cost(blocks * sweeps, blocks * evaluations, blocks * fewest,
+                    blocks * fewest_evaluations, f"{sweeps} per block")
 
     @classmethod
     def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
@@ -177,11 +184,12 @@ class PicardODESampler(PicardSampler):
         sweeps = cls.corrector_sweeps(config)
         if sweeps == 0:
             return predictor
-        fewest = sweeps if config.tol == 0 else 1
+        sweeps, evaluations = exact_sweeps_evaluations(steps, sweeps)
+        fewest, fewest_evaluations = (sweeps, evaluations) if config.tol == 0 else (1, steps)
         return Cost(predictor.rounds + blocks * sweeps,
-                    predictor.evaluations + blocks * sweeps * steps,
+                    predictor.evaluations + blocks * evaluations,
                     predictor.min_rounds + blocks * fewest,
-                    predictor.min_evaluations + blocks * fewest * steps,
+                    predictor.min_evaluations + blocks * fewest_evaluations,
                     f"{predictor.detail} + {sweeps} corrector sweeps of {steps} slices")
 
     @classmethod
