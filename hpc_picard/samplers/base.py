@@ -60,7 +60,9 @@ class SamplerContext:
               (progress display, --verbose logs), or None;
     verdicts: the communicator convergence verdicts reduce over (every sample group,
               so that all groups sweep alike); None: ``comm``;
-    backend:  the sweep engine's array backend (hpc_picard.arrays); None: numpy.
+    backend:  the sweep engine's array backend (hpc_picard.arrays); None: numpy;
+    latency:  an :class:`hpc_picard.emulation.EmulatedLatency` that pads every score
+              call to an emulated device's time (--emulate-latency), or None.
     """
     model: object
     comm: Communicator
@@ -70,6 +72,7 @@ class SamplerContext:
     max_batch: int = 0
     timers: Timers = field(default_factory=Timers)
     on_sweep: object = None
+    latency: object = None
     verdicts: Communicator | None = None
     backend: object = None
 
@@ -190,6 +193,9 @@ class Sampler:
         start = time.perf_counter()
         for i in range(0, J * S, chunk):
             dest[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
+        if self.ctx.latency is not None:
+            # one emulated device call per batch, whatever the CPU chunking
+            self.ctx.latency.pad(start, J * S)
         self.ctx.timers.score_seconds += time.perf_counter() - start
         finite = np.isfinite(out.reshape(J, -1)).all(axis=1)
         if not finite.all():
@@ -222,6 +228,9 @@ class Sampler:
         start = time.perf_counter()
         for i in range(0, J * S, chunk):
             flat_out[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
+        if self.ctx.latency is not None:
+            # one emulated device call per batch, whatever the CPU chunking
+            self.ctx.latency.pad(start, J * S)
         self.ctx.timers.score_seconds += time.perf_counter() - start
         if target is not out:
             out[...] = be.asarray(target)
