@@ -20,7 +20,7 @@ _DEFAULTS = RunConfig()
 # (flag, field, type, help). Defaults come from RunConfig so the file, the CLI and the
 # library agree; an option left out on the command line is None and does not override.
 OPTIONS = [
-    ("--model", "model", str, "Score model: grf, gmm (analytic), digits (trained demo), "
+    ("--model", "model", str, "Score model: grf, gmm (analytic), digits, digits-cond (trained demos), "
      "diffusers:PATH (local diffusers folder) or module:factory (your own)."),
     ("--dim", "dim", int, "Data dimension d (a perfect square for grf)."),
     ("--num-samples", "num_samples", int, "Number of samples."),
@@ -60,6 +60,11 @@ OPTIONS = [
     ("--accelerate", "accelerate", click.Choice(ACCELERATIONS), "piadm: mixing of the sweeps."),
     ("--anderson-depth", "anderson_depth", int, "piadm: differences kept by --accelerate anderson."),
     ("--accuracy", "accuracy", float, "> 0: choose T, blocks, slices and sweeps for KL <= accuracy^2."),
+    # conditional sampling (docs/models.md)
+    ("--labels", "labels", str, "Class label per sample of a conditional model: 3,5,7 or 0-9 "
+     "(cycled over the samples), random, or a file of labels."),
+    ("--guidance-scale", "guidance_scale", float, "Classifier-free guidance w: "
+     "(1 + w) s(x, t | label) - w s(x, t) (0: none)."),
 ]
 
 
@@ -140,7 +145,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
 
     try:
         result = run(config, comm, on_block=progress.block, on_sweep=on_sweep, resume=resume)
-    except CheckpointError as exc:
+    except (CheckpointError, ConfigError) as exc:     # ConfigError: labels the model refuses
         progress.close()
         _error(comm, str(exc))
     except (SamplingError, DeviceError) as exc:
@@ -183,11 +188,15 @@ def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
                        f"--save-images skipped", err=True)
         else:
             write_png(config.save_images, image_grid(result.samples, side))
-    accuracy = model.accuracy(result.samples, config.delta, config.seed) \
-        if hasattr(model, "accuracy") else {}
+    labels = getattr(result, "labels", None)
+    accuracy = {}
+    if hasattr(model, "accuracy"):
+        # conditional runs are also scored against the labels they asked for
+        extra = {} if labels is None else {"labels": labels}
+        accuracy = model.accuracy(result.samples, config.delta, config.seed, **extra)
     stats = write_samples(config.output, result.samples, config.to_json(), n_ranks,
                           result.stats, result.per_block, model.parameters(), accuracy,
-                          io_started=time.perf_counter())
+                          io_started=time.perf_counter(), labels=labels)
     if not quiet:
         click.echo(summary(config, n_ranks, stats, accuracy))
 

@@ -25,7 +25,7 @@ PARADIGMS_FORMS = ("exponential", "additive")
 MODELS = ("grf", "gmm")
 # Models and devices (issue 5): built-in networks, and the two spellings that name a
 # model from outside (a local diffusers folder, a user's factory function).
-NETWORK_MODELS = ("digits",)
+NETWORK_MODELS = ("digits", "digits-cond")
 DIFFUSERS_PREFIX = "diffusers:"
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_AWARE_CHOICES = ("auto", "yes", "no")
@@ -79,6 +79,9 @@ class RunConfig:
     accelerate: str = "none"         # piadm: mixing of the sweeps
     anderson_depth: int = 3          # piadm: differences kept by --accelerate anderson
     accuracy: float = 0.0            # > 0: choose T, blocks, slices, sweeps (plans.py)
+    # -- conditional sampling (hpc_picard/conditioning.py, docs/models.md) --
+    labels: str = ""                 # class label per sample: list, range, random or file
+    guidance_scale: float = 0.0      # classifier-free guidance w (0: none)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -163,6 +166,8 @@ class RunConfig:
             if self.gmm_radius < 0:
                 raise ConfigError(f"--gmm-radius must be non-negative, got {self.gmm_radius}")
         self._validate_method()
+        from .conditioning import check_guidance
+        check_guidance(self.guidance_scale, self.labels)
         time_ranks = self.resolved_time_ranks(num_ranks)
         if time_ranks < 1 or num_ranks % time_ranks:
             raise ConfigError(f"--time-ranks {self.time_ranks} must divide the number of ranks ({num_ranks})")

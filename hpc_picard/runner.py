@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checkpoint, noise
+from . import checkpoint, conditioning, noise
 from .config import RunConfig
 from .grid import TimeGrid
 from .models import build_model
@@ -27,13 +27,15 @@ class RunResult:
     """samples: (num_samples, d) on world rank 0, None elsewhere; stats: on every rank.
 
     model: the score model the run used (its dim is the samples' d); placement: where
-    this rank evaluated it (:class:`hpc_picard.devices.Placement`).
+    this rank evaluated it (:class:`hpc_picard.devices.Placement`); labels: every
+    sample's class label (num_samples,) for conditional runs, else None.
     """
     samples: np.ndarray | None
     stats: dict = field(default_factory=dict)
     per_block: dict = field(default_factory=dict)
     model: object = None
     placement: object = None
+    labels: np.ndarray | None = None
 
 
 def build_grid(config: RunConfig) -> TimeGrid:
@@ -75,9 +77,11 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     pgrid = ProcessGrid.build(world, config.resolved_time_ranks(world.size))
     first, stop = pgrid.sample_range(config.num_samples)
     samples = np.arange(first, stop)
+    # The same verdict on every rank: the labels follow from the config alone.
+    condition, labels = conditioning.build_condition(config, model, samples)
     context = SamplerContext(model=model, comm=pgrid.time, samples=samples,
                              dtype=np.dtype(config.dtype), seed=config.seed,
-                             max_batch=config.max_batch, on_sweep=on_sweep)
+                             max_batch=config.max_batch, on_sweep=on_sweep, condition=condition)
     sampler = build_sampler(config, context)
 
     io_seconds = 0.0
@@ -87,6 +91,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         if saved is None:
             log.info("no checkpoint at %s: starting from block 0", config.checkpoint)
         else:
+            checkpoint.check_labels(saved, labels, config.checkpoint)
             log.info("resuming from %s at block %d of %d", config.checkpoint,
                      saved.next_block, grid.num_blocks)
     if saved is None:
@@ -126,7 +131,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         if config.checkpoint and (done % config.checkpoint_every == 0 or done == grid.num_blocks):
             state = checkpoint.RunState(next_block=done, states=None, sweeps=sweeps,
                                         residuals=residuals, evaluations=evaluations,
-                                        restarts=saved.restarts, timings=timings())
+                                        restarts=saved.restarts, timings=timings(), labels=labels)
             io_seconds += checkpoint.save(pgrid, config.checkpoint, y, state, config)
             log.debug("checkpoint after block %d written to %s", done, config.checkpoint)
         if on_block is not None:
@@ -142,7 +147,11 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         **timings(),
         "restarts": saved.restarts,
     }
+    if condition is not None:
+        # evaluations count score evaluations; with guidance each is a pair of rows
+        stats["guidance_scale"] = config.guidance_scale
+        stats["network_rows_per_evaluation"] = condition.rows_per_state
     per_block = {"sweeps_per_block": np.array(sweeps, dtype=np.int64),
                  "residual_per_block": np.array(residuals, dtype=np.float64)}
     return RunResult(samples=gathered if world.rank == 0 else None, stats=stats,
-                     per_block=per_block, model=model, placement=placement)
+                     per_block=per_block, model=model, placement=placement, labels=labels)

@@ -7,7 +7,11 @@ A score model is anything with
                                    returns grad log p_t(x), shape (B, d), dtype of x
 
 in the project's clock (docs/method.md): forward time t, p_t the law of the
-unit-rate OU process started from the data. Analytic targets also know their exact
+unit-rate OU process started from the data.
+
+A conditional model also has ``num_classes`` > 0 and takes ``score(x, t, cond)``:
+cond (B,) int64 holds each row's class label, -1 for "no label" (the unconditional
+score); cond None means no labels at all (hpc_picard.conditioning). Analytic targets also know their exact
 marginals and can score a batch of samples against them.
 """
 from __future__ import annotations
@@ -20,8 +24,10 @@ class ScoreModel:
 
     name = "model"
     dim: int
+    #: class labels the model is conditioned on (0: an unconditional model)
+    num_classes: int = 0
 
-    def score(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:  # pragma: no cover
+    def score(self, x: np.ndarray, t: np.ndarray, cond=None) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
     def parameters(self) -> dict:

@@ -48,7 +48,9 @@ class SamplerContext:
     seed:     the run's seed;
     max_batch: the most rows one score call receives (larger batches are chunked);
     on_sweep: called as on_sweep(block_index, sweep, residual) after each Picard sweep
-              (progress display, --verbose logs), or None.
+              (progress display, --verbose logs), or None;
+    condition: the labels of these samples and the guidance scale
+              (:class:`hpc_picard.conditioning.Condition`), or None: unconditional.
     """
     model: object
     comm: Communicator
@@ -58,6 +60,7 @@ class SamplerContext:
     max_batch: int = 0
     timers: Timers = field(default_factory=Timers)
     on_sweep: object = None
+    condition: object = None
 
 
 class Sampler:
@@ -111,9 +114,19 @@ class Sampler:
             out = np.empty(states.shape, dtype=states.dtype)
         dest = out.reshape(J * S, d)
         chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
+        cond = self.ctx.condition
         start = time.perf_counter()
-        for i in range(0, J * S, chunk):
-            dest[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
+        if cond is None:
+            for i in range(0, J * S, chunk):
+                dest[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
+        else:
+            # A guided pair is two network rows: halve the states per call so a call
+            # still holds at most max_batch rows. Row i belongs to sample i % S.
+            chunk = max(1, chunk // cond.rows_per_state)
+            for i in range(0, J * S, chunk):
+                rows = slice(i, i + chunk)
+                owners = np.arange(i, min(i + chunk, J * S)) % S
+                dest[rows] = cond.score(self.ctx.model, flat[rows], t[rows], owners)
         self.ctx.timers.score_seconds += time.perf_counter() - start
         finite = np.isfinite(out.reshape(J, -1)).all(axis=1)
         if not finite.all():
