@@ -192,3 +192,36 @@ def test_gmm_conditional_score_is_its_component():
     v = model._variance(t[0])
     np.testing.assert_allclose(got[0], -(x[0] - np.exp(-0.2) * model.means[1]) / v)
     np.testing.assert_allclose(got[1], model.score(x[1:], t[1:])[0])
+
+
+# -- diffusers: a class-conditional UNet2DModel ---------------------------------------------
+def test_diffusers_class_labels_reach_the_unet(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=4, in_channels=1, out_channels=1, layers_per_block=1,
+        block_out_channels=(8, 8), down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4, num_class_embeds=4)
+    unet.save_pretrained(str(tmp_path / "unet"))
+    diffusers.DDPMScheduler(num_train_timesteps=20, beta_end=0.3).save_pretrained(
+        str(tmp_path / "scheduler"))
+    config = RunConfig(model=f"diffusers:{tmp_path}", dim=16, num_samples=3, blocks=2,
+                       steps_per_block=3, picard_iters=3, tol=0.0, labels="0,2", guidance_scale=2.0)
+    model = build_model(config.validate())
+    assert model.num_classes == 3            # the fourth embedding is the null class
+    x = np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)
+    t = np.array([0.3, 0.3])
+    got = model.score(x, t, cond=np.array([2, NULL_LABEL]))
+    with torch.no_grad():
+        eps = model.unet(torch.as_tensor(x).reshape(2, 1, 4, 4),
+                         torch.as_tensor(model.clock.timestep(t), dtype=torch.float32),
+                         class_labels=torch.tensor([2, 3])).sample.reshape(2, 16).double().numpy()
+    np.testing.assert_allclose(got, -eps / np.sqrt(-np.expm1(-2 * t))[:, None], rtol=1e-5)
+    report = check_model(model, points=4)
+    assert report.status("condition") == "ok" and report.status("null label") == "ok"
+    seq = run(config.replace(sampler="sequential-sde").validate(), Communicator.self_comm(), model=model)
+    par = run(config.validate(), Communicator.self_comm(), model=model)
+    # float32 network: batches of other compositions agree to its round-off
+    assert np.abs(par.samples - seq.samples).max() <= 1e-4 * np.abs(seq.samples).max()
+    assert seq.labels.tolist() == [0, 2, 0]

@@ -129,9 +129,9 @@ class NetworkScoreModel(ScoreModel):
     device:     torch device string ("cpu", "cuda:0");
     max_batch:  rows per network call (0: automatic, see :meth:`preferred_batch`);
     dtype:      the network's floating type (default: its parameters' dtype, float32);
-    num_classes: > 0 for a class-conditional network, called as
-                ``network(x, time, labels)`` with labels a long tensor (B,) whenever the
-                sampler has labels (hpc_picard.conditioning); otherwise as network(x, time);
+    num_classes: > 0 for a class-conditional network, always called as
+                ``network(x, time, labels)`` with labels a long tensor (B,)
+                (hpc_picard.conditioning); otherwise as network(x, time);
     null_label: the network's own index of "no label", which the project's -1 is
                 mapped to (None: -1 is passed through, the network maps it itself).
     """
@@ -229,10 +229,11 @@ class NetworkScoreModel(ScoreModel):
             xs = xs.reshape((x.shape[0],) + self.shape)
             clock = t if self.clock is None else self.clock.timestep(t)
             ts = torch.tensor(np.array(clock, dtype=np.float64), device=self.device, dtype=self.torch_dtype)
-            if cond is None or not self.num_classes:
+            if not self.num_classes:
                 raw = self.network(xs, ts)
-            else:
-                raw = self.network(xs, ts, self._labels(cond))
+            else:       # no labels: every row unconditional (the network's null class)
+                labels = np.full(x.shape[0], -1) if cond is None else cond
+                raw = self.network(xs, ts, self._labels(labels))
             raw = getattr(raw, "sample", raw)
             if tuple(raw.shape) != tuple(xs.shape):
                 raise ValueError(f"network returned shape {tuple(raw.shape)} for input "
