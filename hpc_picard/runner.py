@@ -14,7 +14,7 @@ import numpy as np
 from . import checkpoint, conditioning, noise
 from .config import RunConfig
 from .grid import TimeGrid
-from .models import build_model
+from .models import build_model, resolve_dim, score_model
 from .parallel import Communicator, ProcessGrid
 from .plans import resolve_plan
 from .samplers import SamplerContext, build_sampler
@@ -27,7 +27,8 @@ class RunResult:
     """samples: (num_samples, d) on world rank 0, None elsewhere; stats: on every rank.
 
     model: the score model the run used (its dim is the samples' d); placement: where
-    this rank evaluated it (:class:`hpc_picard.devices.Placement`); labels: every
+    this rank evaluated it (:class:`hpc_picard.devices.Placement`); config: the
+    configuration as run (d the model's, an --accuracy plan filled in); labels: every
     sample's class label (num_samples,) for conditional runs, else None.
     """
     samples: np.ndarray | None
@@ -35,6 +36,7 @@ class RunResult:
     per_block: dict = field(default_factory=dict)
     model: object = None
     placement: object = None
+    config: object = None
     labels: np.ndarray | None = None
 
 
@@ -60,11 +62,13 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     if it exists (raising checkpoint.CheckpointError on every rank if it is refused).
     Before sampling starts, world rank 0 logs one line per rank saying where it runs
     (host, rank, device): to ``placement_log(line)`` if given, else the logger.
+
+    ``model``: any object with ``dim`` and ``score`` (wrapped once, models.score_model),
+    else the one ``config.model`` names. Its d is the run's: ``config.dim`` 0 takes it,
+    a different one raises ConfigError on every rank before any sampling.
     """
     from . import devices
     start = time.perf_counter()
-    config = resolve_plan(config)       # a no-op unless --accuracy asks for a plan
-    grid = build_grid(config)
     # Placement is collective (the node-local split), so every rank does it, and
     # before any model is built: the model is created on the rank's device.
     placement = devices.place(config.device, world)
@@ -73,7 +77,10 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     if world.rank == 0:
         for line in where:
             (placement_log or log.info)(line)
-    model = build_model(config, device=placement.torch_device) if model is None else model
+    model = build_model(config, device=placement.torch_device) if model is None else score_model(model)
+    # The model owns d; then --accuracy plans from it (a no-op without --accuracy).
+    config = resolve_plan(resolve_dim(config, model))
+    grid = build_grid(config)
     pgrid = ProcessGrid.build(world, config.resolved_time_ranks(world.size))
     first, stop = pgrid.sample_range(config.num_samples)
     samples = np.arange(first, stop)
@@ -154,4 +161,5 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     per_block = {"sweeps_per_block": np.array(sweeps, dtype=np.int64),
                  "residual_per_block": np.array(residuals, dtype=np.float64)}
     return RunResult(samples=gathered if world.rank == 0 else None, stats=stats,
-                     per_block=per_block, model=model, placement=placement, labels=labels)
+                     per_block=per_block, model=model, placement=placement, config=config,
+                     labels=labels)
