@@ -20,14 +20,10 @@ import json
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from digits_compare import settings  # noqa: E402
+from digits_compare import settings, start  # noqa: E402
 from hpc_picard.config import RunConfig  # noqa: E402
-from hpc_picard.models import build_model  # noqa: E402
-from hpc_picard.models.digits import DigitsQuality  # noqa: E402
 from hpc_picard.parallel import install_abort_handler, world  # noqa: E402
 from hpc_picard.runner import run  # noqa: E402
 
@@ -57,11 +53,7 @@ def main(argv=None):
                      blocks=args.blocks, steps_per_block=args.steps_per_block,
                      picard_iters=args.picard_iters, tol=args.tol, window=args.window,
                      seed=args.seed, device="cpu", output=os.devnull)
-    model = build_model(base)
-    quality = DigitsQuality.shared() if comm.rank == 0 else None
-    if comm.rank == 0:
-        print(HEADER, flush=True)
-    model.score(np.zeros((2, 64)), np.ones(2))      # torch's first-call costs, once
+    model, quality = start(base, comm, HEADER)
     per_label = []
     for w in (float(v) for v in args.guidance_scales.split(",")):
         for name in args.samplers.split(","):
