@@ -14,7 +14,7 @@ TORCH_SPEC ?= torch==2.13.0
 RANKS  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-serial test-mpi bench bench-dimension bench-sweeps gpu-check clean help
+.PHONY: install run test test-serial test-mpi bench bench-dimension bench-sweeps bench-scaling gpu-check clean help
 
 help:
 	@echo "make run      sample the default GRF target on $(RANKS) MPI ranks -> samples.h5"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench    benchmarks (drivers/), printing numbers"
 	@echo "make bench-dimension  rounds vs d on the GRF at fixed KL -> docs/figures/"
 	@echo "make bench-sweeps     plain vs Anderson sweeps, constant vs noise-only guess"
+	@echo "make bench-scaling    strong/weak/sample-count scaling, measured and modelled -> docs/scaling.md"
 	@echo "make install  create $(VENV) with everything the above need"
 	@echo "make gpu-check  GPU tests and a short GPU benchmark (needs a CUDA torch, docs/models.md)"
 
@@ -65,6 +66,11 @@ bench-dimension: install
 
 bench-sweeps: install
 	$(PY) drivers/sweep_acceleration.py
+
+# Scaling study (docs/scaling.md): one mpiexec launch of 64 ranks, emulated 20 ms score
+# calls (sleep-dominated, so it fits a small machine); under 20 minutes on 2 cores.
+bench-scaling: install
+	nice -n 5 $(PY) drivers/scaling_study.py --max-ranks 64
 
 clean:
 	rm -rf $(VENV) samples.h5 .pytest_cache

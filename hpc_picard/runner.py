@@ -13,6 +13,7 @@ import numpy as np
 
 from . import checkpoint, conditioning, noise
 from .config import RunConfig
+from .emulation import EmulatedLatency
 from .grid import TimeGrid
 from .models import build_model, resolve_dim, score_model
 from .parallel import Communicator, ProcessGrid
@@ -88,7 +89,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     condition, labels = conditioning.build_condition(config, model, samples)
     context = SamplerContext(model=model, comm=pgrid.time, samples=samples,
                              dtype=np.dtype(config.dtype), seed=config.seed,
-                             max_batch=config.max_batch, on_sweep=on_sweep, condition=condition)
+                             max_batch=config.max_batch, on_sweep=on_sweep, condition=condition,
+                             latency=EmulatedLatency.parse(config.emulate_latency))
     sampler = build_sampler(config, context)
 
     io_seconds = 0.0

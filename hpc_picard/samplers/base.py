@@ -59,6 +59,8 @@ class SamplerContext:
               (progress display, --verbose logs), or None;
     condition: the labels of these samples and the guidance scale
               (:class:`hpc_picard.conditioning.Condition`), or None: unconditional.
+    latency:  an :class:`hpc_picard.emulation.EmulatedLatency` that pads every score
+              call to an emulated device's time (--emulate-latency), or None.
     """
     model: object
     comm: Communicator
@@ -69,6 +71,7 @@ class SamplerContext:
     timers: Timers = field(default_factory=Timers)
     on_sweep: object = None
     condition: object = None
+    latency: object = None
 
 
 class Sampler:
@@ -180,6 +183,11 @@ class Sampler:
                 rows = slice(i, i + chunk)
                 owners = np.arange(i, min(i + chunk, J * S)) % S
                 dest[rows] = cond.score(self.ctx.model, flat[rows], t[rows], owners)
+        if self.ctx.latency is not None:
+            # one emulated device call per batch, whatever the CPU chunking; a guided
+            # pair is two network rows
+            rows = J * S * (1 if cond is None else cond.rows_per_state)
+            self.ctx.latency.pad(start, rows)
         self.ctx.timers.score_seconds += time.perf_counter() - start
         finite = np.isfinite(out.reshape(J, -1)).all(axis=1)
         if not finite.all():
