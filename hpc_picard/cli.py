@@ -133,6 +133,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
     from .parallel import install_abort_handler, world
     install_abort_handler()
     comm = world()
+    refuse_singletons(comm.size)
     overrides = {k: v for k, v in options.items() if v is not None}
     n_ranks = plan_ranks if dry_run and plan_ranks is not None else comm.size
     try:
@@ -190,6 +191,17 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
 
     if comm.rank == 0:
         finish(config, comm.size, result, quiet)
+
+
+def refuse_singletons(world_size: int):
+    """Exit 2 when a launcher started several tasks that each got a one-rank world
+    (hpc_picard/launch.py); only the launcher's first task prints the line."""
+    from .launch import singleton_error
+    message, prints = singleton_error(world_size)
+    if message is not None:
+        if prints:
+            click.echo(f"picard-sample: error: {message}", err=True)
+        sys.exit(2)
 
 
 def prediction_text(config, n_ranks: int) -> str:
