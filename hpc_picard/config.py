@@ -31,7 +31,7 @@ SAMPLERS = tuple(SAMPLER_CLASSES)
 MODELS = ("grf", "gmm")
 # Models and devices (issue 5): built-in networks, and the two spellings that name a
 # model from outside (a local diffusers folder, a user's factory function).
-NETWORK_MODELS = ("digits",)
+NETWORK_MODELS = ("digits", "digits-cond")
 DIFFUSERS_PREFIX = "diffusers:"
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_AWARE_CHOICES = ("auto", "yes", "no")
@@ -86,6 +86,9 @@ class RunConfig:
     save_images: str = ""         # PNG grid of the samples ("" : none)
     # plans (docs/samplers.md)
     accuracy: float = 0.0            # > 0: choose T, blocks, slices, sweeps (plans.py)
+    # -- conditional sampling (hpc_picard/conditioning.py, docs/models.md) --
+    labels: str = ""                 # class label per sample: list, range, random or file
+    guidance_scale: float = 0.0      # classifier-free guidance w (0: none)
     # scaling studies (docs/scaling.md)
     emulate_latency: str = ""        # "T0[,T1]": each score call lasts >= T0 + T1 x rows s
     perf_profile: str = ""           # JSON of measured costs for --dry-run and --time-ranks auto
@@ -183,6 +186,8 @@ class RunConfig:
         if not (math.isfinite(self.accuracy) and self.accuracy >= 0):
             raise ConfigError(f"--accuracy must be non-negative and finite, got {self.accuracy}")
         self.sampler_class.validate(self)
+        from .conditioning import check_guidance
+        check_guidance(self.guidance_scale, self.labels)
         self._validate_scaling()
         if self.time_ranks != TIME_RANKS_AUTO:   # auto: the model picks a valid split later
             self._validate_split(num_ranks)

@@ -61,6 +61,8 @@ class SamplerContext:
     verdicts: the communicator convergence verdicts reduce over (every sample group,
               so that all groups sweep alike); None: ``comm``;
     backend:  the sweep engine's array backend (hpc_picard.arrays); None: numpy;
+    condition: the labels of these samples and the guidance scale
+              (:class:`hpc_picard.conditioning.Condition`), or None: unconditional.
     latency:  an :class:`hpc_picard.emulation.EmulatedLatency` that pads every score
               call to an emulated device's time (--emulate-latency), or None.
     """
@@ -72,6 +74,7 @@ class SamplerContext:
     max_batch: int = 0
     timers: Timers = field(default_factory=Timers)
     on_sweep: object = None
+    condition: object = None
     latency: object = None
     verdicts: Communicator | None = None
     backend: object = None
@@ -189,14 +192,7 @@ class Sampler:
         if out is None:
             out = np.empty(states.shape, dtype=states.dtype)
         dest = out.reshape(J * S, d)
-        chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
-        start = time.perf_counter()
-        for i in range(0, J * S, chunk):
-            dest[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
-        if self.ctx.latency is not None:
-            # one emulated device call per batch, whatever the CPU chunking
-            self.ctx.latency.pad(start, J * S)
-        self.ctx.timers.score_seconds += time.perf_counter() - start
+        self._score_rows(flat, t, dest, S)
         finite = np.isfinite(out.reshape(J, -1)).all(axis=1)
         if not finite.all():
             bad = int(np.flatnonzero(~finite)[0])
@@ -217,24 +213,44 @@ class Sampler:
         if J == 0:
             return out
         be = self.ctx.backend
-        native = getattr(self.ctx.model, "array_backend", "numpy") == be.name and be.name != "numpy"
+        # a conditional call pairs and labels rows on the host (conditioning.Condition)
+        native = (getattr(self.ctx.model, "array_backend", "numpy") == be.name
+                  and be.name != "numpy" and self.ctx.condition is None)
         x = states if native else be.host_view(states)
         target = out if native or be.is_host() else np.empty(tuple(out.shape), dtype=self.ctx.dtype)
         dest = target if native else be.host_view(target) if be.is_host() else target
         S, d = x.shape[1:]
         flat, flat_out = x.reshape(J * S, d), dest.reshape(J * S, d)
         t = np.repeat(np.asarray(times, dtype=np.float64), S)
-        chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
-        start = time.perf_counter()
-        for i in range(0, J * S, chunk):
-            flat_out[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
-        if self.ctx.latency is not None:
-            # one emulated device call per batch, whatever the CPU chunking
-            self.ctx.latency.pad(start, J * S)
-        self.ctx.timers.score_seconds += time.perf_counter() - start
+        self._score_rows(flat, t, flat_out, S)
         if target is not out:
             out[...] = be.asarray(target)
         return out
+
+    def _score_rows(self, flat, t, flat_out, num_samples: int):
+        """Model calls for rows flat (R, d) at forward times t (R,) into flat_out, in
+        chunks; row i belongs to the rank's sample i % num_samples (its label)."""
+        rows_total, d = flat.shape
+        chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
+        cond = self.ctx.condition
+        start = time.perf_counter()
+        if cond is None:
+            for i in range(0, rows_total, chunk):
+                flat_out[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
+        else:
+            # A guided pair is two network rows: halve the states per call so a call
+            # still holds at most max_batch rows.
+            chunk = max(1, chunk // cond.rows_per_state)
+            for i in range(0, rows_total, chunk):
+                rows = slice(i, i + chunk)
+                owners = np.arange(i, min(i + chunk, rows_total)) % num_samples
+                flat_out[rows] = cond.score(self.ctx.model, flat[rows], t[rows], owners)
+        if self.ctx.latency is not None:
+            # one emulated device call per batch, whatever the CPU chunking; a guided
+            # pair is two network rows
+            network_rows = rows_total * (1 if cond is None else cond.rows_per_state)
+            self.ctx.latency.pad(start, network_rows)
+        self.ctx.timers.score_seconds += time.perf_counter() - start
 
     def auto_chunk(self, dim: int) -> int:
         """Rows per score call when --max-batch is 0.
