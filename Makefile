@@ -58,6 +58,7 @@ test-mpi: install
 bench: install
 	$(PY) drivers/bench_scores.py
 	$(MPIEXEC) -n $(RANKS) $(PY) drivers/acceptance.py
+	$(PY) drivers/bench_engine.py
 
 # On a GPU node: `make gpu-check TORCH_SPEC=` after installing a CUDA torch (and cupy)
 # into $(VENV). The GPU tests skip, and the benchmark says so, where no GPU is visible.

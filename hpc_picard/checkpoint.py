@@ -13,6 +13,7 @@ Layout:
     /residual_per_block     (next_block,) float64, fletcher32
     /window_states          (num_samples, rows + 1, d), only under --schedule wavefront:
                             the states of the blocks in flight, from the accepted front
+    /labels                 (num_samples,) int64, conditional runs only
     / attrs: window (JSON counters of the wavefront, if any), format, next_block,
              evaluations, restarts, config (JSON), config_hash,
              n_ranks, hpc_picard_version, and the cumulative seconds of earlier segments
@@ -69,6 +70,7 @@ class RunState:
     window:      under --schedule wavefront, the in-flight window: its counters (front,
                  front_sweeps, rounds, evaluations, residual) and ``window_states``
                  (num_samples, rows + 1, d); ``states`` is then the front's state.
+    labels:      every sample's class label (conditional runs), else None.
     """
     next_block: int
     states: np.ndarray
@@ -79,6 +81,17 @@ class RunState:
     timings: dict = field(default_factory=dict)
     window: dict | None = None
     window_states: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+def check_labels(state: RunState, labels, path: str):
+    """CheckpointError unless the checkpoint's labels are the run's (a --labels file can
+    change under an unchanged configuration)."""
+    same = (state.labels is None and labels is None) or (
+        state.labels is not None and labels is not None and np.array_equal(state.labels, labels))
+    if not same:
+        raise CheckpointError(f"checkpoint {path} was written with other class labels than "
+                              f"--labels gives now; restore the labels or start over without --resume")
 
 
 def result_fields(config) -> dict:
@@ -111,6 +124,8 @@ def write(path: str, state: RunState, config, n_ranks: int) -> None:
         if state.window is not None:
             _checksummed(fh, "window_states", state.window_states)
             fh.attrs["window"] = json.dumps(state.window)
+        if state.labels is not None:
+            _checksummed(fh, "labels", np.asarray(state.labels, dtype=np.int64))
         fh.attrs["format"] = FORMAT
         fh.attrs["next_block"] = state.next_block
         fh.attrs["evaluations"] = state.evaluations
@@ -160,6 +175,7 @@ def read(path: str, config) -> RunState:
             residuals = [float(v) for v in fh["residual_per_block"][...]]
             window = json.loads(str(attrs["window"])) if "window" in attrs else None
             window_states = fh["window_states"][...] if window is not None else None
+            labels = fh["labels"][...] if "labels" in fh else None
     except CheckpointError:
         raise
     except FileNotFoundError:
@@ -182,7 +198,7 @@ def read(path: str, config) -> RunState:
     return RunState(next_block=next_block, states=states, sweeps=sweeps, residuals=residuals,
                     evaluations=int(attrs["evaluations"]), restarts=int(attrs["restarts"]),
                     timings={name: float(attrs.get(name, 0.0)) for name in TIMINGS},
-                    window=window, window_states=window_states)
+                    window=window, window_states=window_states, labels=labels)
 
 
 def _reason(exc: BaseException) -> str:
@@ -232,7 +248,8 @@ def load(pgrid, path: str, config) -> tuple:
                                           state.evaluations, state.restarts, state.timings,
                                           state.window,
                                           None if state.window_states is None else
-                                          state.window_states.shape))
+                                          state.window_states.shape),
+                                          state.labels))
             except CheckpointError as exc:
                 verdict = ("refused", str(exc))
     elapsed = time.perf_counter() - start
