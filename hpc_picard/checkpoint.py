@@ -248,7 +248,7 @@ def load(pgrid, path: str, config) -> tuple:
                                           state.evaluations, state.restarts, state.timings,
                                           state.window,
                                           None if state.window_states is None else
-                                          state.window_states.shape),
+                                          state.window_states.shape,
                                           state.labels))
             except CheckpointError as exc:
                 verdict = ("refused", str(exc))

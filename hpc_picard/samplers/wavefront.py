@@ -294,5 +294,5 @@ class SamplerProblem:
 
     def correct(self, block_index, state):
         block = self.traj.grid.blocks[block_index]
-        x, sweeps = self.corrector.run(self.sampler, block, state)
-        return np.asarray(x, dtype=np.float64), sweeps, sweeps * self.corrector.steps
+        x, sweeps, evaluations = self.corrector.run(self.sampler, block, state)
+        return np.asarray(x, dtype=np.float64), sweeps, evaluations
