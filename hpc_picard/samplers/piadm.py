@@ -139,7 +139,8 @@ class PicardSampler(Sampler):
         traj = wavefront.Trajectory(grid, self.path, self.linear_part)
         problem = wavefront.SamplerProblem(self, traj, self.corrector)
         return wavefront.Wavefront(problem, traj, self.ctx.comm, self.picard_iters, self.tol,
-                                   self.active_blocks, self.initial_guess, on_round)
+                                   self.active_blocks, self.initial_guess, on_round,
+                                   verdicts=self.ctx.verdicts)
 
     @staticmethod
     def retired_blocks(grid, state) -> int:

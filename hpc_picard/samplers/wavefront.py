@@ -129,10 +129,14 @@ class Wavefront:
     """
 
     def __init__(self, problem, trajectory: Trajectory, comm, sweeps: int, tol: float,
-                 active_blocks: int = 0, initial_guess: str = "constant", on_round=None):
+                 active_blocks: int = 0, initial_guess: str = "constant", on_round=None,
+                 verdicts=None):
         self.problem = problem
         self.traj = trajectory
         self.comm = comm
+        # the front's verdicts span every sample group, so that all groups advance alike
+        # (and any split of the samples equals one rank); None: ``comm``
+        self.verdicts = comm if verdicts is None else verdicts
         self.sweeps = int(sweeps)
         self.tol = float(tol)
         self.active = int(active_blocks)
@@ -202,10 +206,10 @@ class Wavefront:
             residual = np.empty(0)
         failing = np.flatnonzero(residual > self.tol**2)
         first_local = lo + 1 + int(failing[0]) if failing.size else rows + 1
-        first_fail = int(comm.allreduce_min(float(first_local)))
+        first_fail = int(self.verdicts.allreduce_min(float(first_local)))
         advance = min(first_fail, rows)
         accepted = residual[:max(0, min(first_fail - 1, rows) - lo)]
-        accepted_max = comm.allreduce_max(float(accepted.max()) if accepted.size else 0.0)
+        accepted_max = self.verdicts.allreduce_max(float(accepted.max()) if accepted.size else 0.0)
         counts = [b - a for a, b in (balanced_range(rows, comm.size, r) for r in range(comm.size))]
         states = np.concatenate([st.states[:1], comm.allgather_rows(rebuilt, counts)])
 
