@@ -163,6 +163,8 @@ class RunConfig:
             if self.gmm_radius < 0:
                 raise ConfigError(f"--gmm-radius must be non-negative, got {self.gmm_radius}")
         self._validate_method()
+        from .limits import check_ranges      # limits reads this module's tables
+        check_ranges(self)
         time_ranks = self.resolved_time_ranks(num_ranks)
         if time_ranks < 1 or num_ranks % time_ranks:
             raise ConfigError(f"--time-ranks {self.time_ranks} must divide the number of ranks ({num_ranks})")

@@ -8,9 +8,12 @@ memory, and the device each rank would use.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .grid import TimeGrid
+from .limits import describe_fit, fixed_bytes
 from .parallel import balanced_range
 from .samplers import SAMPLERS
 
@@ -27,6 +30,7 @@ def make_plan(config, n_ranks: int) -> dict:
     slices = config.steps_per_block
     sweeps = config.picard_iters if time_parallel else slices
     state_bytes = np.dtype(config.dtype).itemsize
+    fixed = fixed_bytes(config)
 
     ranks = []
     for rank in range(n_ranks):
@@ -35,8 +39,8 @@ def make_plan(config, n_ranks: int) -> dict:
         lo, hi = balanced_range(slices, time_ranks, position) if time_parallel else (0, slices)
         ranks.append({"rank": rank, "group": group, "time_rank": position,
                       "samples": (first, stop), "slices": (lo, hi),
-                      "memory_bytes": _memory(config, stop - first, hi - lo, rank == 0,
-                                              time_parallel, state_bytes),
+                      "memory_bytes": fixed + _memory(config, stop - first, hi - lo, rank == 0,
+                                                      time_parallel, state_bytes),
                       "device": "cpu"})
     return {
         "sampler": config.sampler, "model": config.model, "dim": config.dim,
@@ -90,6 +94,8 @@ def format_plan(plan: dict, max_rows: int = 16) -> str:
         f"sequential: {plan['sequential_rounds']})",
         f"score evaluations per sample: {bound}{plan['evaluations_per_sample']}",
         f"checkpoints: {plan['checkpoints']}",
+        # a node rarely runs more ranks than it has cores
+        describe_fit(plan, min(plan["n_ranks"], os.cpu_count() or 1)),
         "blocks (forward time t, from T down to delta):",
         "  block  slices   t_start       t_end         min_step      max_step",
     ]

@@ -8,6 +8,9 @@ Layout (docs/usage.md):
                   io_time, noise_time, restarts, ... and accuracy scalars
     /stats/sweeps_per_block, /stats/residual_per_block, accuracy arrays
     /model attrs and datasets: the analytic target's defining parameters
+    /provenance attrs: created_utc, command_line, host, versions (python, numpy,
+                  torch, mpi4py, h5py, HDF5, the MPI library), n_ranks, time_ranks,
+                  sample_groups, devices (JSON: each rank's actual placement)
 
 The file is written to a temporary name in the same directory, flushed, fsynced and
 renamed, so a file at the final path is always complete.
@@ -15,13 +18,12 @@ renamed, so a file at the final path is always complete.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 import h5py
 import numpy as np
 
-from . import __version__
+from . import __version__, fileguard
 
 
 def _put(group, name: str, value):
@@ -33,30 +35,36 @@ def _put(group, name: str, value):
         raise TypeError(f"cannot store {name!r} of type {type(value).__name__}")
 
 
-def write_atomic(path: str, fill) -> None:
-    """Create an HDF5 file at ``path`` atomically; ``fill(h5file)`` writes its contents."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=directory)
-    os.close(fd)
+def write_atomic(path: str, fill, userblock_size: int = 0, seal=None) -> None:
+    """Create an HDF5 file at ``path`` atomically; ``fill(h5file)`` writes its contents.
+
+    ``seal(tmp_path)``, if given, runs on the closed temporary file before it is synced
+    and renamed (the checkpoint writes its checksum into the file's user block). The
+    temporary file is removed on every failure, and by SIGTERM/SIGINT
+    (:mod:`hpc_picard.fileguard`).
+    """
+    tmp = fileguard.new_temp(path)
     try:
-        with h5py.File(tmp, "w") as fh:
+        with h5py.File(tmp, "w", userblock_size=userblock_size) as fh:
             fill(fh)
+        if seal is not None:
+            seal(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        fileguard.commit_temp(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        fileguard.discard_temp(tmp)
         raise
 
 
 def write_samples(path: str, samples: np.ndarray, config_json: str, n_ranks: int,
                   stats: dict, per_block: dict, model_parameters: dict,
-                  accuracy: dict | None = None, io_started: float | None = None) -> dict:
+                  accuracy: dict | None = None, io_started: float | None = None,
+                  provenance: dict | None = None) -> dict:
     """Write the output file atomically; returns the stats as written.
 
     ``io_started`` is the time.perf_counter() value at which output I/O began: the
@@ -80,5 +88,8 @@ def write_samples(path: str, samples: np.ndarray, config_json: str, n_ranks: int
         model = fh.create_group("model")
         for name, value in model_parameters.items():
             _put(model, name, value)
+        origin = fh.create_group("provenance")
+        for name, value in (provenance or {}).items():
+            _put(origin, name, value)
     write_atomic(path, fill)
     return written

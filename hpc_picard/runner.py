@@ -14,9 +14,9 @@ import numpy as np
 from . import checkpoint, noise
 from .config import RunConfig
 from .grid import TimeGrid
-from .models import build_model
 from .parallel import Communicator, ProcessGrid
 from .plans import resolve_plan
+from .safety import agree, build_checked
 from .samplers import SamplerContext, build_sampler
 
 log = logging.getLogger("hpc_picard")
@@ -27,13 +27,15 @@ class RunResult:
     """samples: (num_samples, d) on world rank 0, None elsewhere; stats: on every rank.
 
     model: the score model the run used (its dim is the samples' d); placement: where
-    this rank evaluated it (:class:`hpc_picard.devices.Placement`).
+    this rank evaluated it (:class:`hpc_picard.devices.Placement`); placements: every
+    world rank's placement line, in rank order (for the output's provenance).
     """
     samples: np.ndarray | None
     stats: dict = field(default_factory=dict)
     per_block: dict = field(default_factory=dict)
     model: object = None
     placement: object = None
+    placements: list = field(default_factory=list)
 
 
 def build_grid(config: RunConfig) -> TimeGrid:
@@ -65,13 +67,18 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     grid = build_grid(config)
     # Placement is collective (the node-local split), so every rank does it, and
     # before any model is built: the model is created on the rank's device.
-    placement = devices.place(config.device, world)
+    placement = agree(world, lambda: devices.place(config.device, world))
     world.cuda_aware = devices.mpi_is_cuda_aware(config.cuda_aware_mpi)
     where = world.allgather_obj(placement.describe())
     if world.rank == 0:
-        for line in where:
-            (placement_log or log.info)(line)
-    model = build_model(config, device=placement.torch_device) if model is None else model
+        for rank, line in enumerate(where):
+            # rank 0 prints them together, each under the rank it describes
+            if placement_log is not None:
+                placement_log(line)
+            else:
+                log.info(line, extra={"rank": rank})
+    if model is None:
+        model = agree(world, lambda: build_checked(config, placement.torch_device))
     pgrid = ProcessGrid.build(world, config.resolved_time_ranks(world.size))
     first, stop = pgrid.sample_range(config.num_samples)
     samples = np.arange(first, stop)
@@ -79,6 +86,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
                              dtype=np.dtype(config.dtype), seed=config.seed,
                              max_batch=config.max_batch, on_sweep=on_sweep)
     sampler = build_sampler(config, context)
+    # imports, placement and the model build: not sampling, and not "arithmetic" either
+    setup_seconds = time.perf_counter() - start
 
     io_seconds = 0.0
     saved = None
@@ -104,7 +113,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
                "score_time": context.timers.score_seconds,
                "noise_time": context.timers.noise_seconds,
                "communication_time": pgrid.comm_seconds(),
-               "io_time": io_seconds}
+               "io_time": io_seconds, "setup_time": setup_seconds}
         return {k: v + saved.timings.get(k, 0.0) for k, v in now.items()}
 
     if sampler.whole_trajectory:
@@ -120,7 +129,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         sweeps.append(bstats.sweeps)
         evaluations += bstats.evaluations
         residuals.append(bstats.residual)
-        log.debug("block %d/%d: %d sweeps, residual %.3g", block.index + 1, grid.num_blocks,
+        log.debug("block %d of %d: %d sweeps, residual %.3g", block.index, grid.num_blocks,
                   bstats.sweeps, bstats.residual)
         done = block.index + 1
         if config.checkpoint and (done % config.checkpoint_every == 0 or done == grid.num_blocks):
@@ -128,7 +137,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
                                         residuals=residuals, evaluations=evaluations,
                                         restarts=saved.restarts, timings=timings())
             io_seconds += checkpoint.save(pgrid, config.checkpoint, y, state, config)
-            log.debug("checkpoint after block %d written to %s", done, config.checkpoint)
+            log.debug("checkpoint after block %d written to %s", block.index, config.checkpoint)
         if on_block is not None:
             on_block(block.index, bstats)
 
@@ -145,4 +154,4 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     per_block = {"sweeps_per_block": np.array(sweeps, dtype=np.int64),
                  "residual_per_block": np.array(residuals, dtype=np.float64)}
     return RunResult(samples=gathered if world.rank == 0 else None, stats=stats,
-                     per_block=per_block, model=model, placement=placement)
+                     per_block=per_block, model=model, placement=placement, placements=where)
