@@ -53,12 +53,12 @@ class Progress:
     # Blocks are numbered from 0 in every message (as in --dry-run's table, the
     # checkpoint's next block and the stats arrays); sweeps count 1 .. K.
     def sweep(self, block_index: int, sweep: int, residual: float):
-        self._draw(f"picard-sample: block {block_index} of {self.num_blocks}  "
+        self._draw(f"picard-sample: block {block_index} (blocks 0-{self.num_blocks - 1})  "
                    f"sweep {sweep}/{self.max_sweeps}  residual {residual:.3g}")
 
     def block(self, block_index: int, stats):
         self.blocks_done = block_index + 1
-        self._draw(f"picard-sample: block {block_index} of {self.num_blocks} done  "
+        self._draw(f"picard-sample: block {block_index} (blocks 0-{self.num_blocks - 1}) done  "
                    f"({stats.sweeps} sweeps, residual {stats.residual:.3g})",
                    force=block_index + 1 == self.num_blocks)
 
@@ -125,7 +125,7 @@ def summary_table(config, n_ranks: int, time_ranks: int, stats: dict, accuracy: 
              ("communication", stats["communication_time"]),
              ("I/O (checkpoints, output)", stats.get("io_time", 0.0)),
              ("noise generation", stats["noise_time"]),
-             ("setup (imports, devices, model)", stats.get("setup_time", 0.0))]
+             ("setup (imports, model)", stats.get("setup_time", 0.0))]
     other = wall - sum(seconds for _, seconds in parts)
     rows = [
         ("rounds (critical path)", f"{stats['rounds']}"),

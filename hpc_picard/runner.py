@@ -96,8 +96,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         if saved is None:
             log.info("no checkpoint at %s: starting from block 0", config.checkpoint)
         else:
-            log.info("resuming from %s at block %d of %d", config.checkpoint,
-                     saved.next_block, grid.num_blocks)
+            log.info("resuming from %s at block %d (blocks 0-%d)", config.checkpoint,
+                     saved.next_block, grid.num_blocks - 1)
     if saved is None:
         saved = checkpoint.RunState(next_block=0, states=None)
         y = initial_state(config, samples, model.dim)
@@ -129,8 +129,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         sweeps.append(bstats.sweeps)
         evaluations += bstats.evaluations
         residuals.append(bstats.residual)
-        log.debug("block %d of %d: %d sweeps, residual %.3g", block.index, grid.num_blocks,
-                  bstats.sweeps, bstats.residual)
+        log.debug("block %d (blocks 0-%d): %d sweeps, residual %.3g", block.index,
+                  grid.num_blocks - 1, bstats.sweeps, bstats.residual)
         done = block.index + 1
         if config.checkpoint and (done % config.checkpoint_every == 0 or done == grid.num_blocks):
             state = checkpoint.RunState(next_block=done, states=None, sweeps=sweeps,
