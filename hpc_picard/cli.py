@@ -309,11 +309,16 @@ def check_main(config_file, points, **options):
         sys.exit(2)
     from . import devices
     from .check import check_model
-    from .models import build_model
-    placement = devices.place(config.device, comm)
-    click.echo(f"picard-check-model: {config.model} on {placement.describe()}")
-    model = build_model(config, device=placement.torch_device)
-    report = check_model(model, T=config.T, delta=config.delta, points=points, seed=config.seed)
+    from .safety import SetupError, build_checked
+    try:
+        placement = devices.place(config.device, comm)
+        click.echo(f"picard-check-model: {config.model} on {placement.describe()}")
+        model = build_checked(config, placement.torch_device, probe=False)
+    except (SetupError, devices.DeviceError) as exc:
+        click.echo(f"picard-check-model: error: {exc}", err=True)
+        sys.exit(2)
+    report = check_model(model, T=config.T, delta=config.delta, points=points, seed=config.seed,
+                         expected_dim=overrides.get("dim"))
     click.echo(report.text())
     sys.exit(0 if report.ok else 1)
 

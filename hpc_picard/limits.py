@@ -156,6 +156,21 @@ def available_memory() -> tuple:
     return min(found)
 
 
+def address_space_room() -> int | None:
+    """Bytes this process may still map under ``ulimit -v`` (RLIMIT_AS), None without
+    a limit. The baseline the estimates count is already mapped, so it is given back."""
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/status") as fh:
+            mapped = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return max(0, soft - mapped) + BASELINE_BYTES
+
+
 def gib(n: float) -> str:
     return f"{n / (1 << 30):.3g} GiB" if n >= 1 << 30 else f"{n / MIB:.1f} MiB"
 
@@ -179,6 +194,10 @@ def check_memory(config, world):
     node = world.node_local()
     needed = sum(node.allgather_obj(mine))
     verdict = fit_verdict(needed, node.size) if node.rank == 0 else None
+    room = address_space_room()
+    if room is not None and mine > room:
+        verdict = (f"rank {world.rank} needs about {gib(mine)} but its address-space limit "
+                   f"(ulimit -v) leaves {gib(room)}: raise the limit or shrink the run")
     failures = [v for v in world.allgather_obj(verdict) if v]
     if failures:
         raise ConfigError(failures[0])

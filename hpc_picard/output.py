@@ -12,11 +12,12 @@ Layout (docs/usage.md):
                   torch, mpi4py, h5py, HDF5, the MPI library), n_ranks, time_ranks,
                   sample_groups, devices (JSON: each rank's actual placement)
 
-The file is written to a temporary name in the same directory, flushed, fsynced and
-renamed, so a file at the final path is always complete.
+The file is built in memory, written to a temporary name in the same directory,
+fsynced and renamed, so a file at the final path is always complete.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -24,6 +25,8 @@ import h5py
 import numpy as np
 
 from . import __version__, fileguard
+
+_images = itertools.count()
 
 
 def _put(group, name: str, value):
@@ -35,21 +38,38 @@ def _put(group, name: str, value):
         raise TypeError(f"cannot store {name!r} of type {type(value).__name__}")
 
 
+def hdf5_image(fill, userblock_size: int = 0) -> bytes:
+    """The bytes of an HDF5 file that ``fill(h5file)`` writes, built in memory.
+
+    The file's user block (``userblock_size`` bytes) is not part of the image: the
+    caller puts its own bytes there. HDF5 itself never writes to disk here, so a full
+    disk is an ordinary OSError from Python's write, not an HDF5 failure (HDF5 2.0
+    crashes or leaves half-closed ids on a failed write).
+    """
+    name = f"hpc_picard-image-{os.getpid()}-{next(_images)}"
+    with h5py.File(name, "w", driver="core", backing_store=False,
+                   userblock_size=userblock_size) as fh:
+        fill(fh)
+        fh.flush()
+        return bytes(fh.id.get_file_image())
+
+
 def write_atomic(path: str, fill, userblock_size: int = 0, seal=None) -> None:
     """Create an HDF5 file at ``path`` atomically; ``fill(h5file)`` writes its contents.
 
-    ``seal(tmp_path)``, if given, runs on the closed temporary file before it is synced
-    and renamed (the checkpoint writes its checksum into the file's user block). The
-    temporary file is removed on every failure, and by SIGTERM/SIGINT
+    ``seal(image)`` makes the user block: it gets the image after it and returns the
+    whole file (the checkpoint puts its checksum there); without it the user block is
+    zeros. The bytes go to a temporary file next to ``path``, which is synced and
+    renamed over ``path``; it is removed on every failure, and by SIGTERM/SIGINT
     (:mod:`hpc_picard.fileguard`).
     """
+    image = hdf5_image(fill, userblock_size)
+    data = seal(image) if seal is not None else bytes(userblock_size) + image
     tmp = fileguard.new_temp(path)
     try:
-        with h5py.File(tmp, "w", userblock_size=userblock_size) as fh:
-            fill(fh)
-        if seal is not None:
-            seal(tmp)
-        with open(tmp, "rb+") as fh:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
             os.fsync(fh.fileno())
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         umask = os.umask(0)

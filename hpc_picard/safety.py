@@ -43,9 +43,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:240] if text else type(exc).__name__
 
 
-def build_checked(config, device: str):
+def build_checked(config, device: str, probe: bool = True):
     """The model ``config`` names, built on ``device`` and, unless it is a built-in
-    analytic target, checked with one small score call. Raises SetupError."""
+    analytic target or ``probe`` is False, checked with one small score call. Raises
+    SetupError."""
     from .models import build_model
     kind = model_kind(config.model)
     name = f"model {config.model}"
@@ -61,7 +62,8 @@ def build_checked(config, device: str):
                          f"and on PYTHONPATH on every node?)") from None
     except Exception as exc:       # a user's code: whatever it raises is one line
         raise SetupError(f"{name}: building it failed: {_describe(exc)}") from None
-    probe_model(model, config, name)
+    if probe:
+        probe_model(model, config, name)
     return model
 
 

@@ -54,3 +54,13 @@ def make_dim_9():
 
 def make_raises(dim):
     raise RuntimeError("weights file missing")
+
+
+def make_slow(dim):
+    """A correct score that takes a second per call: keeps a job running."""
+    import time
+
+    def score(x, t):
+        time.sleep(1.0)
+        return -np.asarray(x)
+    return score
