@@ -57,10 +57,10 @@ def make_raises(dim):
 
 
 def make_slow(dim):
-    """A correct score that takes a second per call: keeps a job running."""
+    """A correct score that takes a quarter second per call: keeps a job running."""
     import time
 
     def score(x, t):
-        time.sleep(1.0)
+        time.sleep(0.25)
         return -np.asarray(x)
     return score
