@@ -63,6 +63,11 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used: reported as one line, exit code 2."""
 
 
+class CheckpointWriteError(Exception):
+    """A checkpoint that could not be written (rank 0 only): one line, exit code 1;
+    the previous checkpoint stays intact."""
+
+
 @dataclass
 class RunState:
     """The state of a run between blocks.
@@ -243,7 +248,13 @@ def save(pgrid, path: str, y_local: np.ndarray, state: RunState, config) -> floa
         return 0.0
     start = time.perf_counter()
     state.states = gathered
-    write(path, state, config, pgrid.world.size)
+    try:
+        write(path, state, config, pgrid.world.size)
+    except OSError as exc:
+        from .fileguard import short_reason
+        raise CheckpointWriteError(f"could not write checkpoint {path} ({short_reason(exc)}); "
+                                   f"the previous checkpoint is intact: free space and "
+                                   f"rerun with --resume") from None
     return time.perf_counter() - start
 
 

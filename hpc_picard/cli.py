@@ -165,7 +165,7 @@ def _on_rank0(comm, check):
 
 def _sample(comm, config, resume, progress_flag, verbose):
     """Run the sampler; every failure becomes one message and its exit code."""
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, CheckpointWriteError
     from .devices import DeviceError
     from .progress import Progress, configure_logging, sweep_logger
     from .runner import run
@@ -186,7 +186,7 @@ def _sample(comm, config, resume, progress_flag, verbose):
         # raised alike on every rank (a broadcast or agreed verdict): rank 0 reports
         progress.close()
         _error(comm, str(exc))
-    except (SamplingError, DeviceError) as exc:
+    except (SamplingError, DeviceError, CheckpointWriteError) as exc:
         progress.close()
         if getattr(exc, "collective", False):
             _error(comm, str(exc), code=1)

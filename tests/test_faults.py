@@ -406,3 +406,21 @@ def test_the_output_records_its_provenance(in_tmp):
     assert origin["time_ranks"] == 1 and origin["sample_groups"] == 1
     devices = json.loads(origin["devices"])
     assert len(devices) == 1 and devices[0].endswith("device cpu")
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(in_tmp, monkeypatch):
+    import hpc_picard.checkpoint as checkpoint
+    assert invoke(SMALL + ["--output", "a.h5", "--checkpoint", "ck.h5", "--quiet"]).exit_code == 0
+    before = (in_tmp / "ck.h5").read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpoint, "write", full_disk)
+        result = invoke(SMALL + ["--output", "b.h5", "--checkpoint", "ck.h5", "--overwrite",
+                                 "--quiet"])
+    assert result.exit_code == 1
+    assert "could not write checkpoint ck.h5 (No space left on device); the previous " \
+           "checkpoint is intact" in result.output
+    assert (in_tmp / "ck.h5").read_bytes() == before
+    assert not (in_tmp / "b.h5").exists()
