@@ -163,6 +163,8 @@ class RunConfig:
             if self.gmm_radius < 0:
                 raise ConfigError(f"--gmm-radius must be non-negative, got {self.gmm_radius}")
         self._validate_method()
+        from .limits import check_combinations, check_ranges   # limits reads our tables
+        check_ranges(self)
         time_ranks = self.resolved_time_ranks(num_ranks)
         if time_ranks < 1 or num_ranks % time_ranks:
             raise ConfigError(f"--time-ranks {self.time_ranks} must divide the number of ranks ({num_ranks})")
@@ -173,8 +175,8 @@ class RunConfig:
         if time_ranks > self.steps_per_block and self.sampler not in WHOLE_TRAJECTORY_SAMPLERS:
             raise ConfigError(f"{time_ranks} time ranks but only {self.steps_per_block} slices per block: "
                               f"use at most {self.steps_per_block} time ranks or more --steps-per-block")
-        from .limits import check_ranges      # limits reads this module's tables
-        check_ranges(self)
+        # after the split checks, whose messages say more about a bad split
+        check_combinations(self)
         self.check_output_path()
         return self
 

@@ -223,13 +223,16 @@ def remove_temps() -> list:
 
 def _on_stop_signal(signum, frame):
     removed = remove_temps()
+    # only the rank that owns files (rank 0) speaks: one line per job, not per rank
+    speaks = bool(removed or _locks)
     for lock in list(_locks):
         lock.release()
     name = signal.Signals(signum).name
     note = f"; removed {len(removed)} temporary file(s)" if removed else ""
-    with contextlib.suppress(Exception):
-        sys.stderr.write(f"picard-sample: stopped by {name}{note}\n")
-        sys.stderr.flush()
+    if speaks:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"picard-sample: stopped by {name}{note}\n")
+            sys.stderr.flush()
     # No unwinding through h5py or MPI calls in progress: the files are clean now.
     os._exit(128 + signum)
 

@@ -61,8 +61,7 @@ GRID_BYTES_PER_SLICE = 8 * 8
 
 
 def check_ranges(config):
-    """ConfigError for the first field outside :data:`RANGES` or a combination that
-    cannot work (too many slices, more sweeps than exactness needs)."""
+    """ConfigError for the first field outside :data:`RANGES`."""
     for name, (lo, hi, why) in RANGES.items():
         value = getattr(config, name)
         if not lo <= value <= hi:
@@ -70,6 +69,11 @@ def check_ranges(config):
                               f"({why}), got {value:g}" if isinstance(value, float) else
                               f"--{name.replace('_', '-')} must be in [{lo}, {hi}] ({why}), "
                               f"got {value}")
+
+
+def check_combinations(config):
+    """ConfigError for values that are each in range but cannot work together: too many
+    slices for the grid, more sweeps than exactness needs."""
     total = config.blocks * config.steps_per_block
     if total > MAX_TOTAL_SLICES:
         raise ConfigError(f"--blocks x --steps-per-block = {total} slices exceeds {MAX_TOTAL_SLICES} "
