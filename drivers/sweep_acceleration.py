@@ -49,7 +49,7 @@ def main():
         norm = np.linalg.norm(reference)
         for accelerate, guess in VARIANTS:
             if path == "ode" and guess == "noise":
-                continue            # the ODE has no noise: the same as the constant guess
+                continue            # the ODE has no noise-only trajectory: refused
             options = dict(sampler=f"piadm-{path}", accelerate=accelerate,
                            initial_guess=guess, **extra)
             distance = {}

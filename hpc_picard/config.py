@@ -3,6 +3,15 @@
 Built from defaults, then an optional TOML file, then command-line options (each
 later source overrides the earlier), validated on every rank before the first
 collective call, and written as JSON into every output file.
+
+Two kinds of fields (docs/design.md, "Options"):
+
+- general options, written out in :class:`RunConfig` below: a field with its default,
+  a row in ``cli.OPTIONS`` (flag and help) and, if it has a range, a check in
+  :meth:`RunConfig.validate`;
+- sampler options, declared by the sampler classes (samplers/options.py) and added to
+  RunConfig from the registry by :func:`_with_sampler_options`: their defaults, types,
+  ranges and cross-checks live in the class that reads them.
 """
 from __future__ import annotations
 
@@ -14,14 +23,11 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, fields
 
-SAMPLERS = ("sequential-sde", "piadm-sde", "sequential-ode", "piadm-ode", "paradigms")
-# What validation must know of a sampler without importing it (tests/test_config.py
-# checks these against the classes' time_parallel and whole_trajectory attributes):
-SAMPLE_PARALLEL_SAMPLERS = ("sequential-sde", "sequential-ode")   # ranks split samples only
-WHOLE_TRAJECTORY_SAMPLERS = ("paradigms",)                        # no block boundaries
-INITIAL_GUESSES = ("constant", "noise")
-ACCELERATIONS = ("none", "anderson")
-PARADIGMS_FORMS = ("exponential", "additive")
+from .errors import ConfigError
+from .samplers import SAMPLERS as SAMPLER_CLASSES
+from .samplers import sampler_options
+
+SAMPLERS = tuple(SAMPLER_CLASSES)
 MODELS = ("grf", "gmm")
 # Models and devices (issue 5): built-in networks, and the two spellings that name a
 # model from outside (a local diffusers folder, a user's factory function).
@@ -32,15 +38,22 @@ CUDA_AWARE_CHOICES = ("auto", "yes", "no")
 DTYPES = ("float64", "float32")
 
 
-class ConfigError(ValueError):
-    """Bad input: reported as one line on rank 0, exit code 2."""
+def _with_sampler_options(cls):
+    """Add one field per registered sampler option (its name, type and default)."""
+    for name, (option, _) in sampler_options().items():
+        if name in cls.__annotations__:
+            raise TypeError(f"sampler option {name} clashes with a general option of RunConfig")
+        cls.__annotations__[name] = option.type.__name__
+        setattr(cls, name, option.default)
+    return cls
 
 
 @dataclass
+@_with_sampler_options
 class RunConfig:
     # what to sample
     model: str = "grf"
-    dim: int = 1024
+    dim: int = 0                 # 0: the model's own d (models.resolve_dim; 1024 for grf, gmm)
     num_samples: int = 256
     # how
     sampler: str = "piadm-sde"
@@ -48,8 +61,6 @@ class RunConfig:
     delta: float = 1e-3
     blocks: int = 16
     steps_per_block: int = 64
-    picard_iters: int = 12
-    tol: float = 0.05
     seed: int = 0
     dtype: str = "float64"
     time_ranks: int = 0          # 0: every rank on time slices (one sample group)
@@ -69,16 +80,9 @@ class RunConfig:
     device: str = "auto"          # auto: a GPU where one is visible, else the CPU
     cuda_aware_mpi: str = "auto"  # auto: trust the MPI library's GPU-support switches
     save_images: str = ""         # PNG grid of the samples ("" : none)
-    # -- the ODE path's corrector, ParaDiGMS, sweep variants, plans (docs/samplers.md) --
-    corrector_steps: int = 4         # piadm-ode: Langevin corrector slices (0: off)
-    corrector_time: float = 1.0      # piadm-ode: corrector duration in reverse time
-    corrector_friction: float = 2.0  # piadm-ode: corrector friction gamma
-    window: int = 64                 # paradigms: slices per sliding window
-    paradigms_form: str = "exponential"  # paradigms: window update (see samplers/paradigms.py)
-    initial_guess: str = "constant"  # piadm: first iterate of a block's sweeps
-    accelerate: str = "none"         # piadm: mixing of the sweeps
-    anderson_depth: int = 3          # piadm: differences kept by --accelerate anderson
+    # plans (docs/samplers.md)
     accuracy: float = 0.0            # > 0: choose T, blocks, slices, sweeps (plans.py)
+    # ... and after these, one field per sampler option (_with_sampler_options)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -132,18 +136,20 @@ class RunConfig:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
-        for name in ("dim", "num_samples", "blocks", "steps_per_block", "picard_iters"):
+        if self.dim < 0:
+            raise ConfigError(f"--dim must be positive (omit it for the model's own d), got {self.dim}")
+        for name in ("num_samples", "blocks", "steps_per_block"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("T", "delta", "tol", "grf_k0", "grf_alpha", "gmm_std", "gmm_radius"):
+        for name, (option, _) in sampler_options().items():
+            option.check(getattr(self, name))
+        for name in ("T", "delta", "grf_k0", "grf_alpha", "gmm_std", "gmm_radius"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{_flag(name)} must be finite, got {getattr(self, name)}")
         if not self.delta > 0:
             raise ConfigError(f"--delta must be positive, got {self.delta}")
         if not self.T > self.delta:
             raise ConfigError(f"--T must exceed --delta, got T={self.T} <= delta={self.delta}")
-        if self.tol < 0:
-            raise ConfigError(f"--tol must be non-negative, got {self.tol}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be non-negative, got {self.seed}")
         if self.max_batch < 0:
@@ -162,8 +168,10 @@ class RunConfig:
                 raise ConfigError(f"--gmm-std must be positive, got {self.gmm_std}")
             if self.gmm_radius < 0:
                 raise ConfigError(f"--gmm-radius must be non-negative, got {self.gmm_radius}")
-        self._validate_method()
-        from .limits import check_combinations, check_ranges   # limits reads our tables
+        if not (math.isfinite(self.accuracy) and self.accuracy >= 0):
+            raise ConfigError(f"--accuracy must be non-negative and finite, got {self.accuracy}")
+        self.sampler_class.validate(self)
+        from .limits import check_combinations, check_ranges   # limits reads our fields
         check_ranges(self)
         time_ranks = self.resolved_time_ranks(num_ranks)
         if time_ranks < 1 or num_ranks % time_ranks:
@@ -172,7 +180,7 @@ class RunConfig:
         if groups > self.num_samples:
             raise ConfigError(f"{groups} sample groups but only {self.num_samples} samples: "
                               f"use fewer ranks or more --num-samples")
-        if time_ranks > self.steps_per_block and self.sampler not in WHOLE_TRAJECTORY_SAMPLERS:
+        if time_ranks > self.steps_per_block and not self.sampler_class.whole_trajectory:
             raise ConfigError(f"{time_ranks} time ranks but only {self.steps_per_block} slices per block: "
                               f"use at most {self.steps_per_block} time ranks or more --steps-per-block")
         # after the split checks, whose messages say more about a bad split
@@ -190,37 +198,23 @@ class RunConfig:
             if os.path.abspath(self.checkpoint) == os.path.abspath(self.output):
                 raise ConfigError(f"--checkpoint and --output must be different files, both are {self.output}")
             _check_writable_directory(self.checkpoint, "checkpoint")
-            if self.sampler in WHOLE_TRAJECTORY_SAMPLERS:
-                raise ConfigError("paradigms slides one window over the whole trajectory and has "
-                                  "no block boundaries to checkpoint at; drop --checkpoint")
-    def _validate_method(self):
-        """The options of the ODE corrector, ParaDiGMS, sweep variants and plans."""
-        for name in ("corrector_steps", "anderson_depth"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be non-negative, got {getattr(self, name)}")
-        if self.window <= 0:
-            raise ConfigError(f"--window must be positive, got {self.window}")
-        if self.paradigms_form not in PARADIGMS_FORMS:
-            raise ConfigError(f"unknown --paradigms-form {self.paradigms_form!r}; "
-                              f"choose one of: {', '.join(PARADIGMS_FORMS)}")
-        for name in ("corrector_time", "corrector_friction"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"--{_flag(name)} must be positive and finite, got {value}")
-        if self.initial_guess not in INITIAL_GUESSES:
-            raise ConfigError(f"unknown initial guess {self.initial_guess!r}; "
-                              f"choose one of: {', '.join(INITIAL_GUESSES)}")
-        if self.accelerate not in ACCELERATIONS:
-            raise ConfigError(f"unknown acceleration {self.accelerate!r}; "
-                              f"choose one of: {', '.join(ACCELERATIONS)}")
-        if self.accelerate == "anderson" and self.anderson_depth < 1:
-            raise ConfigError("--accelerate anderson needs --anderson-depth of at least 1")
-        if not (math.isfinite(self.accuracy) and self.accuracy >= 0):
-            raise ConfigError(f"--accuracy must be non-negative and finite, got {self.accuracy}")
+
+    @property
+    def sampler_class(self):
+        """The registered class of ``sampler`` (samplers/__init__.py)."""
+        return SAMPLER_CLASSES[self.sampler]
+
+    def unused_options(self, given) -> list:
+        """The flags among ``given`` (field names set by the file or the command line)
+        that are options of other samplers, not of this one. The run ignores them;
+        the CLI warns (a TOML file shared by several samplers is normal)."""
+        mine = {option.name for option in self.sampler_class.options}
+        return [option.flag for name, (option, _) in sampler_options().items()
+                if name in given and name not in mine]
 
     def resolved_time_ranks(self, num_ranks: int) -> int:
-        """Ranks per sample group. Sequential samplers have no time axis to split."""
-        if self.sampler in SAMPLE_PARALLEL_SAMPLERS:
+        """Ranks per sample group. Sample-parallel samplers have no time axis to split."""
+        if not self.sampler_class.time_parallel:
             return 1
         return self.time_ranks if self.time_ranks > 0 else num_ranks
 

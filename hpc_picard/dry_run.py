@@ -2,9 +2,9 @@
 
 The plan needs no MPI and no score evaluation: the time grid, how the process grid
 splits ranks into sample groups and time ranks, which slices and samples each rank
-owns, the rounds and score evaluations for a fixed number of sweeps K per block (an
-upper bound when tol > 0 lets blocks stop early), an estimate of each rank's working
-memory, and the device each rank would use.
+owns, the rounds and score evaluations (the sampler class's ``bounds``: exact, or the
+most and fewest when tol > 0 lets the sweeps stop early), an estimate of each rank's
+working memory (:func:`memory_bytes`), and the device each rank would use.
 """
 from __future__ import annotations
 
@@ -15,63 +15,56 @@ import numpy as np
 from .grid import TimeGrid
 from .limits import describe_fit, fixed_bytes
 from .parallel import balanced_range
-from .samplers import SAMPLERS
-
-#: bytes of one float64 number: the samplers accumulate in float64 whatever the dtype
-F64 = 8
 
 
 def make_plan(config, n_ranks: int) -> dict:
     """The plan of a validated config on ``n_ranks`` ranks, as plain data."""
     grid = TimeGrid.build(config.T, config.delta, config.blocks, config.steps_per_block)
+    sampler = config.sampler_class
     time_ranks = config.resolved_time_ranks(n_ranks)
     groups = n_ranks // time_ranks
-    time_parallel = SAMPLERS[config.sampler].time_parallel
-    slices = config.steps_per_block
-    sweeps = config.picard_iters if time_parallel else slices
-    state_bytes = np.dtype(config.dtype).itemsize
-    fixed = fixed_bytes(config)
+    cost = sampler.bounds(config)
 
     ranks = []
     for rank in range(n_ranks):
         group, position = divmod(rank, time_ranks)
         first, stop = balanced_range(config.num_samples, groups, group)
-        lo, hi = balanced_range(slices, time_ranks, position) if time_parallel else (0, slices)
         ranks.append({"rank": rank, "group": group, "time_rank": position,
-                      "samples": (first, stop), "slices": (lo, hi),
-                      "memory_bytes": fixed + _memory(config, stop - first, hi - lo, rank == 0,
-                                                      time_parallel, state_bytes),
+                      "samples": (first, stop),
+                      "slices": sampler.owned_slices(config, time_ranks, position),
+                      "memory_bytes": memory_bytes(config, n_ranks, rank),
                       "device": "cpu"})
     return {
         "sampler": config.sampler, "model": config.model, "dim": config.dim,
         "num_samples": config.num_samples, "n_ranks": n_ranks,
         "time_ranks": time_ranks, "sample_groups": groups,
         "blocks": grid.describe(),
-        "rounds": grid.num_blocks * sweeps,
+        "rounds": cost.rounds, "min_rounds": cost.min_rounds,
         "sequential_rounds": grid.total_slices,
-        "evaluations_per_sample": grid.num_blocks * sweeps * (slices if time_parallel else 1),
-        "sweeps_per_block": sweeps, "early_stopping": time_parallel and config.tol > 0,
+        "evaluations_per_sample": cost.evaluations,
+        "min_evaluations_per_sample": cost.min_evaluations,
+        "sweeps_per_block": cost.rounds // grid.num_blocks, "rounds_detail": cost.detail,
+        "early_stopping": not cost.exact,
         "checkpoints": (-(-grid.num_blocks // config.checkpoint_every) if config.checkpoint else 0),
         "ranks": ranks,
     }
 
 
-def _memory(config, samples: int, owned: int, is_root: bool, time_parallel: bool,
-            state_bytes: int) -> int:
-    """Working arrays of one rank, in bytes (the model's own temporaries not included).
-
-    Picard: two float64 trajectories of owned + 1 states, the increments g and the
-    block's noise (owned states each), the scores in the state dtype, and the start
-    and end states. Sequential: the block's noise and a few states. Rank 0 also holds
-    every sample once for the output and the checkpoints.
+def memory_bytes(config, n_ranks: int, rank: int) -> int:
+    """Resident memory of world rank ``rank`` of ``n_ranks``, in bytes: the interpreter,
+    libraries, model and time grid (limits.fixed_bytes), the sampler's arrays for its
+    samples and slices (the class's ``memory_bytes``), plus, on rank 0, every sample
+    twice: once gathered for the output and the checkpoints, once as the file's image
+    built in memory (output.hdf5_image). The model's per-call temporaries are not
+    included.
     """
-    row = samples * config.dim
-    if time_parallel:
-        total = (2 * (owned + 1) + 2 * owned) * row * F64 + owned * row * state_bytes + 2 * row * F64
-    else:
-        total = config.steps_per_block * row * F64 + 4 * row * F64
-    if is_root:
-        total += config.num_samples * config.dim * state_bytes
+    time_ranks = config.resolved_time_ranks(n_ranks)
+    group, position = divmod(rank, time_ranks)
+    first, stop = balanced_range(config.num_samples, n_ranks // time_ranks, group)
+    total = fixed_bytes(config)
+    total += config.sampler_class.memory_bytes(config, stop - first, time_ranks, position)
+    if rank == 0:
+        total += 2 * config.num_samples * config.dim * np.dtype(config.dtype).itemsize
     return int(total)
 
 
@@ -90,7 +83,7 @@ def format_plan(plan: dict, max_rows: int = 16) -> str:
         f"plan: {plan['sampler']} on {plan['model']} (d={plan['dim']}), "
         f"{plan['num_samples']} samples, {plan['n_ranks']} rank(s)",
         f"process grid: {plan['sample_groups']} sample group(s) x {plan['time_ranks']} time rank(s)",
-        f"rounds: {bound}{plan['rounds']} ({plan['sweeps_per_block']} per block; "
+        f"rounds: {bound}{plan['rounds']} ({plan['rounds_detail']}; "
         f"sequential: {plan['sequential_rounds']})",
         f"score evaluations per sample: {bound}{plan['evaluations_per_sample']}",
         f"checkpoints: {plan['checkpoints']}",

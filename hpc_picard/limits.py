@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import os
 
-from .config import ConfigError, SAMPLE_PARALLEL_SAMPLERS, WHOLE_TRAJECTORY_SAMPLERS, model_kind
+from .config import ConfigError, model_kind
 
 INT32 = 2**31 - 1
 
-#: field -> (smallest, largest, why). Bounds are inclusive; T and delta also obey
-#: T > delta (validate). Sizes are bounded by memory first (check_memory); these caps
-#: stop a typo (1e8 for 1e3) before it reaches the estimate.
+#: field -> (smallest, largest, why) for every numeric RunConfig field, the sampler
+#: classes' options included (tests/test_faults.py checks that none is missing). Bounds
+#: are inclusive; T and delta also obey T > delta (validate). Sizes are bounded by
+#: memory first (check_memory); these caps stop a typo (1e8 for 1e3) before it reaches
+#: the estimate.
 RANGES = {
-    "dim": (1, INT32, "one sample's numbers must be indexable by a 32-bit int (BLAS, FFT)"),
+    "dim": (0, INT32, "one sample's numbers must be indexable by a 32-bit int (BLAS, FFT); "
+                      "0: the model's own d"),
     "num_samples": (1, INT32, "sample indices key the noise as 32-bit ints"),
     "blocks": (1, 100_000, "each block costs a collective round trip and a checkpoint"),
     "steps_per_block": (1, 1_000_000, "a block's slices are held in memory at once"),
@@ -78,8 +81,10 @@ def check_combinations(config):
     if total > MAX_TOTAL_SLICES:
         raise ConfigError(f"--blocks x --steps-per-block = {total} slices exceeds {MAX_TOTAL_SLICES} "
                           f"(the time grid is held on every rank); use fewer or shorter blocks")
-    time_parallel = config.sampler not in SAMPLE_PARALLEL_SAMPLERS + WHOLE_TRAJECTORY_SAMPLERS
-    if time_parallel and config.tol == 0 and config.picard_iters > config.steps_per_block:
+    sampler = config.sampler_class
+    sweeps_per_block = (sampler.time_parallel and not sampler.whole_trajectory
+                        and any(option.name == "picard_iters" for option in sampler.options))
+    if sweeps_per_block and config.tol == 0 and config.picard_iters > config.steps_per_block:
         raise ConfigError(
             f"--picard-iters {config.picard_iters} exceeds the {config.steps_per_block} slices per "
             f"block: with --tol 0 every block would run all {config.picard_iters} sweeps, but "

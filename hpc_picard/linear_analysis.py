@@ -12,7 +12,7 @@ This replaces sampling (whose KL estimate has a floor of about d / (2 n) for n s
 by a computation that costs O(slices x sweeps) per mode and is exact up to round-off.
 
 - sequential: v' = (a_j - c_j / sigma_j^2)^2 v + b_j^2, step by step.
-- Picard sweeps (piadm-sde, piadm-ode): a block's sweep is Y <- L Y + f with L strictly
+- Picard sweeps (on either path): a block's sweep is Y <- L Y + f with L strictly
   lower triangular, so after K sweeps Y_M = e_M^T L^K Y^(0) + sum_{i<K} e_M^T L^i f. The
   rows e_M^T L^i are built by the adjoint recursion (a suffix sum per sweep), which gives
   the block end's coefficient on Y_0 and on every xi_j in O(M K).
@@ -83,7 +83,11 @@ def picard_block_coefficients(block, path: str, lam, sweeps: int,
     and the summed squares of its coefficients on the xi_j.
 
     Returns (p, q2), both of shape (sweeps, modes): Y_M = p Y_0 + (noise of variance q2).
+    The noise-only initial guess needs the SDE's increments: on the ODE path it is
+    refused, as the sampler refuses it.
     """
+    if initial_guess == "noise" and path == "ode":
+        raise ValueError("the ODE path has no noise-only trajectory: initial_guess must be 'constant'")
     _, c, b, factor = _slice_arrays(block, path, lam)
     M = block.num_slices
     tau = block.tau
@@ -117,7 +121,7 @@ def picard_variance(grid: TimeGrid, path: str, lam, sweeps: int, v0: float = 1.0
                     initial_guess: str = "constant", corrector=None) -> np.ndarray:
     """Output variance per mode after K = 1..sweeps sweeps in every block: (sweeps, modes).
 
-    ``corrector``: a LangevinCorrector applied at every block end (piadm-ode), or None.
+    ``corrector``: a LangevinCorrector applied at every block end (the ODE path), or None.
     """
     var = np.full((sweeps, len(lam)), float(v0))
     for block in grid.blocks:
@@ -158,7 +162,7 @@ def corrector_variance(corrector, t: float, lam, var_in) -> np.ndarray:
 
 def paradigms_variance(grid: TimeGrid, lam, mult, window: int, tol: float,
                        v0: float = 1.0) -> tuple:
-    """Output variance per mode of paradigms and its number of rounds: (var, rounds).
+    """Output variance per mode of the ParaDiGMS window and its number of rounds: (var, rounds).
 
     The window's state is the joint covariance, per mode, of its p+1 states and its p
     increments xi (everything earlier is integrated out), so a round is C <- A C A^T

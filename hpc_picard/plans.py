@@ -21,12 +21,11 @@ SDE's noise) over d = 2^6 .. 2^14 and EPS^2 = 0.1, 0.01. The SDE uses that fit; 
 ODE's step counts follow a power law less closely, so its plan uses the steeper x^0.86,
 which keeps every calibration point within budget (the fit itself overshoots by 30%).
 
-piadm-ode plans turn the Langevin corrector off (corrector_steps = 0). The corrector's
-frozen-score slices have their own O(h) bias, about 2% of each mode's variance with
-4 slices. That bias does not shrink with EPS, and summed over d modes it exceeds the
-budget: with the default corrector, the d = 1024, EPS = 0.1 plan reaches 43x its
-budget; without it, 0.16x. delta is not planned: it sets the target p_delta and stays the user's.
-Paradigms uses the planned total slices (blocks x slices) as its grid and keeps --window.
+The sampler's path (its class's ``path``: "sde" or "ode") picks the constants, and the
+class may set its own options for the plan (``plan_options``: the ODE path's Langevin
+corrector is turned off, its bias being outside the budget). A whole-trajectory sampler
+uses the planned total slices (blocks x slices) as its grid and keeps its window.
+delta is not planned: it sets the target p_delta and stays the user's.
 """
 from __future__ import annotations
 
@@ -64,10 +63,9 @@ def resolve_plan(config):
     """
     if not config.accuracy > 0:
         return config
-    path = "ode" if config.sampler.endswith("ode") else "sde"
-    chosen = plan(config.dim, config.accuracy, config.delta, path)
-    if config.sampler == "piadm-ode":
-        chosen["corrector_steps"] = 0       # its bias is outside the budget (see above)
+    sampler = config.sampler_class
+    chosen = plan(config.dim, config.accuracy, config.delta, sampler.path)
+    chosen.update(sampler.plan_options(config))
     if not chosen["T"] > config.delta:
         chosen["T"] = config.delta + chosen["T"]
     return config.replace(**chosen)

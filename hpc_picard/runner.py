@@ -14,6 +14,7 @@ import numpy as np
 from . import checkpoint, noise
 from .config import RunConfig
 from .grid import TimeGrid
+from .models import resolve_dim, score_model
 from .parallel import Communicator, ProcessGrid
 from .plans import resolve_plan
 from .safety import agree, build_checked
@@ -28,7 +29,8 @@ class RunResult:
 
     model: the score model the run used (its dim is the samples' d); placement: where
     this rank evaluated it (:class:`hpc_picard.devices.Placement`); placements: every
-    world rank's placement line, in rank order (for the output's provenance).
+    world rank's placement line, in rank order (for the output's provenance); config:
+    the configuration as run (d the model's, an --accuracy plan filled in).
     """
     samples: np.ndarray | None
     stats: dict = field(default_factory=dict)
@@ -36,6 +38,7 @@ class RunResult:
     model: object = None
     placement: object = None
     placements: list = field(default_factory=list)
+    config: object = None
 
 
 def build_grid(config: RunConfig) -> TimeGrid:
@@ -60,11 +63,13 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     if it exists (raising checkpoint.CheckpointError on every rank if it is refused).
     Before sampling starts, world rank 0 logs one line per rank saying where it runs
     (host, rank, device): to ``placement_log(line)`` if given, else the logger.
+
+    ``model``: any object with ``dim`` and ``score`` (wrapped once, models.score_model),
+    else the one ``config.model`` names. Its d is the run's: ``config.dim`` 0 takes it,
+    a different one raises ConfigError on every rank before any sampling.
     """
     from . import devices
     start = time.perf_counter()
-    config = resolve_plan(config)       # a no-op unless --accuracy asks for a plan
-    grid = build_grid(config)
     # Placement is collective (the node-local split), so every rank does it, and
     # before any model is built: the model is created on the rank's device.
     placement = agree(world, lambda: devices.place(config.device, world))
@@ -79,6 +84,11 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
                 log.info(line, extra={"rank": rank})
     if model is None:
         model = agree(world, lambda: build_checked(config, placement.torch_device))
+    else:
+        model = score_model(model)
+    # The model owns d; then --accuracy plans from it (a no-op without --accuracy).
+    config = resolve_plan(resolve_dim(config, model))
+    grid = build_grid(config)
     pgrid = ProcessGrid.build(world, config.resolved_time_ranks(world.size))
     first, stop = pgrid.sample_range(config.num_samples)
     samples = np.arange(first, stop)
@@ -154,4 +164,5 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     per_block = {"sweeps_per_block": np.array(sweeps, dtype=np.int64),
                  "residual_per_block": np.array(residuals, dtype=np.float64)}
     return RunResult(samples=gathered if world.rank == 0 else None, stats=stats,
-                     per_block=per_block, model=model, placement=placement, placements=where)
+                     per_block=per_block, model=model, placement=placement, placements=where,
+                     config=config)

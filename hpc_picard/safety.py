@@ -43,6 +43,18 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:240] if text else type(exc).__name__
 
 
+def resolve_dim_checked(config):
+    """models.resolve_dim, with whatever a user's factory raises (it is called when
+    --dim is omitted) as one SetupError line."""
+    from .models import resolve_dim
+    try:
+        return resolve_dim(config)
+    except ConfigError:
+        raise
+    except Exception as exc:       # a user's code
+        raise SetupError(f"model {config.model}: building it failed: {_describe(exc)}") from None
+
+
 def build_checked(config, device: str, probe: bool = True):
     """The model ``config`` names, built on ``device`` and, unless it is a built-in
     analytic target or ``probe`` is False, checked with one small score call. Raises

@@ -36,6 +36,21 @@ def make_ddpm_clocked(dim=16):
 
 
 
+class BareModel:
+    """The documented contract and nothing more: dim and score (no parameters, no name)."""
+
+    def __init__(self, dim=9):
+        self.dim = dim
+
+    def score(self, x, t):
+        return gaussian_score(x, t).astype(x.dtype)
+
+
+def make_bare():
+    """A bare contract object of fixed d = 9 (takes no dim)."""
+    return BareModel()
+
+
 class GaussianNet(torch.nn.Module):
     """The exact network of the Gaussian data law for any prediction type."""
 

@@ -43,7 +43,7 @@ def write(tmp_path, name, text):
     (["--model", "nope"], "unknown model 'nope'"),
     (["--sampler", "nope"], "Invalid value for '--sampler'"),
     (["--dim", "10"], "the grf model needs --dim to be a perfect square (n x n grid), got 10"),
-    (["--dim", "0"], "--dim must be positive, got 0"),
+    (["--dim", "-4"], "--dim must be positive (omit it for the model's own d), got -4"),
     (["--num-samples", "0"], "--num-samples must be positive, got 0"),
     (["--blocks", "-1"], "--blocks must be positive, got -1"),
     (["--steps-per-block", "0"], "--steps-per-block must be positive, got 0"),

@@ -42,7 +42,7 @@ torch.set_num_threads(1)    # tiny networks: threads only fight over the cores
 from hpc_picard import noise  # noqa: E402
 from hpc_picard.config import RunConfig  # noqa: E402
 from hpc_picard.grid import Block  # noqa: E402
-from hpc_picard.models import build_model  # noqa: E402
+from hpc_picard.models import build_model, resolve_dim  # noqa: E402
 from hpc_picard.parallel import Communicator  # noqa: E402
 from hpc_picard.runner import run  # noqa: E402
 from hpc_picard.samplers import SAMPLERS, SamplerContext  # noqa: E402
@@ -123,6 +123,8 @@ def sequential_on_grid(model, block, y0, sampler_cls=SequentialSampler):
 def test_loads_a_local_diffusers_folder(folder, model):
     unet, sched = load_parts(folder)
     assert model.dim == 64 and model.shape == (1, 8, 8)
+    # the model's d is known from its config.json alone (dry runs, --dim checks)
+    assert resolve_dim(RunConfig(model=f"diffusers:{folder}")).dim == model.dim
     abar = sched.alphas_cumprod.double().numpy()
     np.testing.assert_allclose(model.clock.times, -0.5 * np.log(abar), rtol=1e-12)
     # at a schedule point the score is exactly -eps / sqrt(1 - abar_k) of timestep k

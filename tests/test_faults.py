@@ -6,6 +6,7 @@ Checkpoint fuzzing is in test_checkpoint_fuzz.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -118,7 +119,7 @@ def test_a_huge_dim_is_refused_fast_without_allocating(in_tmp):
         assert (end.ru_utime + end.ru_stime) - (start.ru_utime + start.ru_stime) < 5, dim
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
-        assert ("--dim must be in [1, 2147483647]" in result.stderr if dim > 2**31
+        assert ("--dim must be in [0, 2147483647]" in result.stderr if dim > 2**31
                 else "needs about" in result.stderr), result.stderr
     assert leftovers(in_tmp) == []
 
@@ -322,6 +323,12 @@ def test_the_largest_seed_differs_from_seed_zero(in_tmp):
     assert invoke(SMALL + ["--seed", str(2**64 - 1), "--output", "a.h5", "--quiet"]).exit_code == 0
     assert invoke(SMALL + ["--seed", "0", "--output", "b.h5", "--quiet"]).exit_code == 0
     assert not np.array_equal(read_samples(in_tmp / "a.h5"), read_samples(in_tmp / "b.h5"))
+
+
+def test_every_numeric_option_has_a_range():
+    numeric = {f.name for f in dataclasses.fields(RunConfig)
+               if f.type in ("int", "float", int, float)}
+    assert numeric == set(RANGES)
 
 
 def test_the_operations_guide_lists_every_range():

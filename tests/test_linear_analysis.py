@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 
 from hpc_picard import linear_analysis as la
-from hpc_picard.config import RunConfig
+from hpc_picard.config import ConfigError, RunConfig
 from hpc_picard.models import GaussianRandomField
 from hpc_picard.models.grf import hartley
 from hpc_picard.parallel import Communicator
 from hpc_picard.runner import build_grid, run
+from hpc_picard.samplers import SAMPLERS, sampler_options
 from hpc_picard.samplers.corrector import LangevinCorrector
 
 SMALL = dict(model="grf", dim=16, num_samples=1024, blocks=3, steps_per_block=5, tol=0.0,
@@ -52,6 +53,39 @@ def test_exact_variances_match_sampled_ones(sampler, options):
     target = la.target_variance(lam, config.delta)
     if sampler == "piadm-sde":
         assert np.abs(exact / target - 1).max() > 0.2
+
+
+PICARD_SAMPLERS = sorted(name for name, cls in SAMPLERS.items()
+                         if any(option.name == "initial_guess" for option in cls.options))
+GUESSES = next(option.choices for option, _ in sampler_options().values()
+               if option.name == "initial_guess")
+
+
+@pytest.mark.parametrize("guess", GUESSES)
+@pytest.mark.parametrize("sampler", PICARD_SAMPLERS)
+def test_analysis_and_sampler_agree_on_every_path_and_guess(sampler, guess):
+    """Both accept a (path, initial guess) pair or both refuse it; accepted pairs give
+    the same variances (the ODE has no noise-only trajectory: both refuse it)."""
+    config = RunConfig(**{**SMALL, "sampler": sampler, "initial_guess": guess,
+                          "picard_iters": 2, "corrector_steps": 0})
+    path = SAMPLERS[sampler].path
+    grid = build_grid(config)
+    try:
+        config.validate(1)
+        accepted = True
+    except ConfigError:
+        accepted = False
+    try:
+        la.picard_block_coefficients(grid.blocks[0], path, np.ones(1), 2, guess)
+        analysed = True
+    except ValueError:
+        analysed = False
+    assert accepted == analysed == (path == "sde" or guess == "constant")
+    if accepted:
+        lam, sampled, count = sampled_mode_variance(config)
+        exact = la.picard_variance(grid, path, lam, 2, initial_guess=guess)[-1]
+        z = (sampled / exact - 1.0) / np.sqrt(2.0 / count)
+        assert np.abs(z).max() < 4.5
 
 
 def test_enough_sweeps_equal_the_sequential_variance():

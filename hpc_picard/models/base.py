@@ -32,6 +32,55 @@ class ScoreModel:
         return {}
 
 
+class AdoptedModel(ScoreModel):
+    """A user's object that meets the contract (``dim`` and ``score``, nothing more
+    required) seen as a :class:`ScoreModel`.
+
+    ``parameters()`` is the object's own if it returns a dict (a torch module's
+    ``parameters()`` is its tensors, not that), else {}; every other attribute a
+    caller looks for (``accuracy``, ``image_shape``, ``preferred_batch``) is the
+    object's, so optional extras keep working.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.dim = checked_dim(inner.dim, type(inner).__name__)
+        self.name = str(getattr(inner, "name", type(inner).__name__))
+
+    def score(self, x, t):
+        return self.inner.score(x, t)
+
+    def parameters(self) -> dict:
+        own = getattr(self.inner, "parameters", None)
+        values = own() if callable(own) else None
+        return dict(values) if isinstance(values, dict) else {}
+
+    def __getattr__(self, name):
+        # only reached when normal lookup fails: the optional extras of the user's object
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def checked_dim(dim, owner: str) -> int:
+    """``dim`` as a positive int, or ValueError naming the model."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+        raise ValueError(f"model {owner} has dim = {dim!r}; it must be a positive integer")
+    return int(dim)
+
+
+def score_model(obj) -> ScoreModel:
+    """The one boundary between what users hand in and the rest of the package: a
+    ScoreModel as it is, anything with ``dim`` and ``score`` wrapped (AdoptedModel).
+    Samplers, checkpoints and the output then see one type."""
+    if isinstance(obj, ScoreModel):
+        checked_dim(getattr(obj, "dim", None), type(obj).__name__)
+        return obj
+    if hasattr(obj, "score") and hasattr(obj, "dim"):
+        return AdoptedModel(obj)
+    raise TypeError(f"{type(obj).__name__} is not a score model: it needs dim and score(x, t)")
+
+
 class AnalyticTarget(ScoreModel):
     """A target whose marginals p_t are known in closed form at every noise level."""
 

@@ -48,6 +48,17 @@ def find_parts(path: str) -> tuple:
                      "(unet/config.json) and a scheduler (scheduler/scheduler_config.json)")
 
 
+def folder_dim(path: str) -> int:
+    """d of a diffusers folder's UNet2DModel (channels x height x width), read from its
+    config.json without loading weights or diffusers."""
+    unet_dir, _ = find_parts(path)
+    with open(os.path.join(unet_dir, "config.json")) as fh:
+        cfg = json.load(fh)
+    size = cfg["sample_size"]
+    size = size if isinstance(size, (list, tuple)) else (size, size)
+    return int(cfg["in_channels"]) * int(size[0]) * int(size[1])
+
+
 def schedule_from_config(config_file: str) -> tuple:
     """(VPSchedule, prediction_type) from a scheduler_config.json, built by diffusers'
     DDPMScheduler so that every beta_schedule diffusers knows is read the same way."""

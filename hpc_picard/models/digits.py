@@ -125,6 +125,8 @@ class DigitsModel(NetworkScoreModel):
 
     name = "digits"
     image_shape = (SIDE, SIDE)
+    #: fixed by the network; known before its weights load (dry runs, --dim checks)
+    dim = DIM
 
     def __init__(self, device: str = "cpu", max_batch: int = 0, weights: str = WEIGHTS):
         net = load_network(weights, device)

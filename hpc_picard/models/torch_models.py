@@ -35,7 +35,7 @@ import os
 import numpy as np
 
 from ..process import time_from_signal_level
-from .base import ScoreModel
+from .base import ScoreModel, score_model
 
 PREDICTIONS = ("score", "epsilon", "sample", "v_prediction")
 
@@ -270,13 +270,14 @@ def as_score_model(obj, dim: int | None = None, device: str = "cpu", max_batch: 
                    name: str | None = None) -> ScoreModel:
     """Wrap what a user's factory returned into a score model.
 
-    - a :class:`ScoreModel` (anything with ``dim`` and ``score``): used as it is;
+    - a :class:`ScoreModel` (anything with ``dim`` and ``score``): through
+      :func:`~hpc_picard.models.base.score_model`;
     - a ``torch.nn.Module``: a score network on (x, t) in the project's clock, with the
       state layout from its ``sample_shape`` attribute if present, else (d,);
     - a plain callable: ``score(x, t)`` on numpy arrays; needs ``dim``.
     """
     if hasattr(obj, "score") and hasattr(obj, "dim"):
-        return obj
+        return score_model(obj)
     try:
         import torch
         is_module = isinstance(obj, torch.nn.Module)
@@ -318,16 +319,17 @@ def build_from_factory(spec: str, config, device: str = "cpu") -> ScoreModel:
     """Call a user's factory and wrap its result.
 
     The factory is called with the keyword arguments it declares among ``config``
-    (the RunConfig), ``dim`` and ``device`` (a torch device string), so both
-    ``make()`` and ``make(dim, device)`` work.
+    (the RunConfig), ``dim`` (the --dim given, None when omitted: the model then
+    fixes d) and ``device`` (a torch device string), so both ``make()`` and
+    ``make(dim, device)`` work.
     """
     factory = load_factory(spec)
-    offered = {"config": config, "dim": config.dim, "device": device}
+    offered = {"config": config, "dim": config.dim or None, "device": device}
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
     takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in offered.items() if takes_all or k in params}
-    return as_score_model(factory(**kwargs), dim=config.dim, device=device,
+    return as_score_model(factory(**kwargs), dim=config.dim or None, device=device,
                           max_batch=config.max_batch, name=spec)

@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..parallel import Communicator
+from ..parallel import balanced_range
+from ..errors import ConfigError
+from .options import Cost
+
+if TYPE_CHECKING:
+    from ..parallel import Communicator
 
 #: numbers per score call when max_batch is 0 (auto)
 DEFAULT_CHUNK = 1 << 18
+#: bytes of one float64 number: the samplers accumulate in float64 whatever the dtype
+F64 = 8
 
 
 class SamplingError(RuntimeError):
@@ -72,25 +80,70 @@ class Sampler:
     ``run_block(block, y0)`` takes the block's start state y0, shape (S, d) (the same on
     every rank of the time communicator) and returns the block's end state, identical
     on every rank of the time communicator, and a :class:`BlockStats`.
+
+    The class also answers for its options before any run exists (docs/design.md,
+    "Adding a sampler"): ``options`` (the RunConfig fields it reads), ``validate``,
+    ``bounds`` (dry-run rounds and evaluations), ``memory_bytes``, ``owned_slices``
+    and ``plan_options``. config.py, cli.py, plans.py and dry_run.py ask these and
+    never branch on a sampler's name.
     """
 
     name = "sampler"
     path = "sde"
     #: whether the sampler spreads a block's slices over ranks (else ranks split samples)
     time_parallel = True
-
-    def __init__(self, context: SamplerContext, **options):
-        self.ctx = context
-        self.options = options
-
     #: whether the sampler works on the whole trajectory at once (ParaDiGMS's sliding
     #: window): the runner then calls run_trajectory(grid, y0) instead of run_block
     whole_trajectory = False
+    #: the RunConfig options this sampler reads (samplers/options.py); each becomes a
+    #: config field, a TOML key and a command-line flag
+    options: tuple = ()
+
+    # -- the class's answers about a configuration (no run, no MPI) -------------------
+    @classmethod
+    def validate(cls, config) -> None:
+        """ConfigError for option combinations this sampler cannot run.
+
+        Each option's own range is checked by :meth:`Option.check`; this is for what
+        involves several options or the rest of the configuration.
+        """
+        if cls.whole_trajectory and config.checkpoint:
+            raise ConfigError(f"{cls.name} works on the whole trajectory at once and has "
+                              f"no block boundaries to checkpoint at; drop --checkpoint")
+
+    @classmethod
+    def plan_options(cls, config) -> dict:
+        """Option values an ``--accuracy`` plan sets besides T and the grid (plans.py)."""
+        return {}
+
+    @classmethod
+    def owned_slices(cls, config, time_ranks: int, time_rank: int) -> tuple:
+        """[lo, hi): the slices of a block that time rank ``time_rank`` of
+        ``time_ranks`` evaluates (a sample-parallel sampler owns them all)."""
+        if not cls.time_parallel:
+            return (0, config.steps_per_block)
+        return balanced_range(config.steps_per_block, time_ranks, time_rank)
+
+    @classmethod
+    def bounds(cls, config) -> Cost:  # pragma: no cover
+        """Rounds and score evaluations per sample of a run of ``config`` (--dry-run)."""
+        raise NotImplementedError
+
+    @classmethod
+    def memory_bytes(cls, config, samples: int, time_ranks: int, time_rank: int) -> int:  # pragma: no cover
+        """Working arrays of one rank holding ``samples`` samples, in bytes (the
+        model's own temporaries and rank 0's output copy not included: dry_run.py adds
+        those)."""
+        raise NotImplementedError
 
     @classmethod
     def from_config(cls, config, context) -> "Sampler":
-        """The sampler with the options a resolved RunConfig gives it."""
-        return cls(context, picard_iters=config.picard_iters, tol=config.tol)
+        """The sampler with its options' values from a resolved RunConfig, passed as
+        keyword arguments named like the options."""
+        return cls(context, **{option.name: getattr(config, option.name) for option in cls.options})
+
+    def __init__(self, context: SamplerContext, **options):
+        self.ctx = context
 
     def run_block(self, block, y0):  # pragma: no cover
         raise NotImplementedError

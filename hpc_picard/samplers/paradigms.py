@@ -44,7 +44,8 @@ import numpy as np
 
 from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
-from .base import BlockStats, Sampler
+from .base import F64, BlockStats, Sampler
+from .options import TOL, Cost, Option
 
 FORMS = ("exponential", "additive")
 
@@ -57,6 +58,41 @@ class ParadigmsSampler(Sampler):
     path = "sde"
     time_parallel = True
     whole_trajectory = True
+    options = (
+        TOL,
+        Option("window", int, 64, "Slices per sliding window p (a state is accepted once "
+               "r <= tol^2).", positive=True),
+        Option("paradigms_form", str, "exponential", "Window update: exponential (integrating "
+               "factor) or additive (the original ParaDiGMS).", choices=FORMS),
+    )
+
+    @classmethod
+    def owned_slices(cls, config, time_ranks, time_rank) -> tuple:
+        """This rank's share of a full window (the window slides over all blocks)."""
+        size = min(config.window, config.blocks * config.steps_per_block)
+        return balanced_range(size, time_ranks, time_rank)
+
+    @classmethod
+    def bounds(cls, config) -> Cost:
+        """A round evaluates the window (min(p, slices left)) and accepts at least one
+        slice and at most the window: between ceil(L / p) and L rounds for L slices. The
+        most evaluations are those of one slice a round (tol = 0)."""
+        total, window = config.blocks * config.steps_per_block, config.window
+        full = min(window, total)
+        most = (total - full) * window + full * (full + 1) // 2
+        fewest_rounds = -(-total // window)
+        return Cost(total, most, fewest_rounds, total,
+                    f"windows of {window} slices, at least {fewest_rounds} rounds")
+
+    @classmethod
+    def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
+        """The replicated window of p + 1 states, the cached increments of its p slices
+        and the gathered rebuild (p states), float64; per owned slice the scores (state
+        dtype), g, xi and the local rebuild (float64)."""
+        lo, hi = cls.owned_slices(config, time_ranks, time_rank)
+        owned, row = hi - lo, samples * config.dim
+        arrays = 3 * config.window + 1 + 3 * owned
+        return arrays * row * F64 + owned * row * np.dtype(config.dtype).itemsize
 
     def __init__(self, context, window: int, tol: float, form: str = "exponential", **options):
         super().__init__(context, **options)

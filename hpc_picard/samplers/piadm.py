@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import INITIAL_GUESSES
+from ..errors import ConfigError
 from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
-from .acceleration import AndersonMixer
-from .base import BlockStats, Sampler
+from .acceleration import ACCELERATIONS, AndersonMixer
+from .base import F64, BlockStats, Sampler
 from .monitor import SweepMonitor
 from .corrector import LangevinCorrector
+from .options import PICARD_ITERS, TOL, Cost, Option
+
+INITIAL_GUESSES = ("constant", "noise")
 
 
 class PicardSampler(Sampler):
@@ -42,6 +45,40 @@ class PicardSampler(Sampler):
     name = "piadm-sde"
     path = "sde"
     time_parallel = True
+    options = (
+        PICARD_ITERS, TOL,
+        Option("initial_guess", str, "constant", "First iterate of a block's sweeps: constant "
+               "(Y_0 everywhere) or noise (the noise-only trajectory).", choices=INITIAL_GUESSES),
+        Option("accelerate", str, "none", "Mixing of the sweeps.", choices=ACCELERATIONS),
+        Option("anderson_depth", int, 3, "Differences kept by --accelerate anderson.", minimum=0),
+    )
+
+    @classmethod
+    def validate(cls, config) -> None:
+        super().validate(config)
+        if config.accelerate == "anderson" and config.anderson_depth < 1:
+            raise ConfigError("--accelerate anderson needs --anderson-depth of at least 1")
+
+    @classmethod
+    def bounds(cls, config) -> Cost:
+        """K sweeps of every slice per block; with tol > 0 a block can stop after one."""
+        blocks, slices, sweeps = config.blocks, config.steps_per_block, config.picard_iters
+        fewest = sweeps if config.tol == 0 else 1
+        return Cost(blocks * sweeps, blocks * sweeps * slices, blocks * fewest,
+                    blocks * fewest * slices, f"{sweeps} per block")
+
+    @classmethod
+    def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
+        """Two trajectories of owned + 1 states and the increments g (float64), the
+        scores (state dtype), the fixed noise part of g on the SDE path, the start and
+        end states, and Anderson's history of 2 x depth differences plus the last pair.
+        """
+        lo, hi = cls.owned_slices(config, time_ranks, time_rank)
+        owned, row = hi - lo, samples * config.dim
+        arrays = 2 * (owned + 1) + owned + 2 + (owned if cls.path == "sde" else 0)
+        if config.accelerate == "anderson":
+            arrays += (2 * config.anderson_depth + 2) * owned
+        return arrays * row * F64 + owned * row * np.dtype(config.dtype).itemsize
 
     def __init__(self, context, picard_iters: int, tol: float, initial_guess: str = "constant",
                  accelerate: str = "none", anderson_depth: int = 3, **options):
@@ -52,12 +89,6 @@ class PicardSampler(Sampler):
             raise ValueError(f"unknown initial guess {initial_guess!r}; expected one of {INITIAL_GUESSES}")
         self.initial_guess = initial_guess
         self.mixer = AndersonMixer(context.comm, anderson_depth) if accelerate == "anderson" else None
-
-    @classmethod
-    def from_config(cls, config, context):
-        return cls(context, picard_iters=config.picard_iters, tol=config.tol,
-                   initial_guess=config.initial_guess, accelerate=config.accelerate,
-                   anderson_depth=config.anderson_depth)
 
     def _buffers(self, owned: int, shape: tuple) -> tuple:
         """Work arrays for a block of ``owned`` slices, kept from block to block."""
@@ -156,20 +187,71 @@ class PicardODESampler(PicardSampler):
 
     name = "piadm-ode"
     path = "ode"
+    options = PicardSampler.options + (
+        Option("corrector_steps", int, 4, "Langevin corrector slices per block end (0: off).",
+               minimum=0),
+        Option("corrector_time", float, 1.0, "Corrector duration in reverse time (capped near "
+               "the data end).", positive=True),
+        Option("corrector_friction", float, 2.0, "Corrector friction gamma.", positive=True),
+    )
+
+    @classmethod
+    def validate(cls, config) -> None:
+        super().validate(config)
+        if config.initial_guess == "noise":
+            raise ConfigError("--initial-guess noise starts the sweeps from the noise-only "
+                              "trajectory, which the ODE path (no noise) does not have; "
+                              "use --initial-guess constant")
+
+    @classmethod
+    def plan_options(cls, config) -> dict:
+        """The corrector is turned off: its frozen-score slices have an O(h) bias, about
+        2% of each mode's variance with 4 slices, that does not shrink with EPS and
+        summed over d modes exceeds the budget (with the default corrector the
+        d = 1024, EPS = 0.1 plan reaches 43x its budget; without it, 0.16x)."""
+        return {"corrector_steps": 0}
+
+    @classmethod
+    def corrector_sweeps(cls, config) -> int:
+        """Sweeps of the corrector per block: at most its slices, 0 when it is off."""
+        return min(config.picard_iters, config.corrector_steps)
+
+    @classmethod
+    def bounds(cls, config) -> Cost:
+        """The predictor's sweeps plus the corrector's (its own slices, the same K and
+        tol) at every block end."""
+        predictor = super().bounds(config)
+        blocks, steps = config.blocks, config.corrector_steps
+        sweeps = cls.corrector_sweeps(config)
+        if sweeps == 0:
+            return predictor
+        fewest = sweeps if config.tol == 0 else 1
+        return Cost(predictor.rounds + blocks * sweeps,
+                    predictor.evaluations + blocks * sweeps * steps,
+                    predictor.min_rounds + blocks * fewest,
+                    predictor.min_evaluations + blocks * fewest * steps,
+                    f"{predictor.detail} + {sweeps} corrector sweeps of {steps} slices")
+
+    @classmethod
+    def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
+        """The predictor's arrays (kept across blocks) plus the corrector's: its noise
+        and fixed part (2 x owned each), two trajectories of owned + 1 (X, V) pairs and
+        their increments, all float64."""
+        predictor = super().memory_bytes(config, samples, time_ranks, time_rank)
+        if config.corrector_steps == 0:
+            return predictor
+        lo, hi = balanced_range(config.corrector_steps, time_ranks, time_rank)
+        owned = hi - lo
+        return predictor + 2 * (3 * owned + 2 * (owned + 1) + 1) * samples * config.dim * F64
 
     def __init__(self, context, picard_iters: int, tol: float, corrector_steps: int = 0,
                  corrector_time: float = 1.0, corrector_friction: float = 2.0, **options):
         super().__init__(context, picard_iters, tol, **options)
+        if self.initial_guess == "noise":
+            raise ValueError("the ODE path has no noise-only trajectory to start from: "
+                             "initial_guess must be 'constant'")
         self.corrector = (LangevinCorrector(corrector_steps, corrector_time, corrector_friction,
                                             picard_iters, tol) if corrector_steps > 0 else None)
-
-    @classmethod
-    def from_config(cls, config, context):
-        return cls(context, picard_iters=config.picard_iters, tol=config.tol,
-                   initial_guess=config.initial_guess, accelerate=config.accelerate,
-                   anderson_depth=config.anderson_depth, corrector_steps=config.corrector_steps,
-                   corrector_time=config.corrector_time,
-                   corrector_friction=config.corrector_friction)
 
     def run_block(self, block, y0):
         y, stats = super().run_block(block, y0)

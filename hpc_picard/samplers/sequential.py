@@ -13,13 +13,26 @@ from __future__ import annotations
 import numpy as np
 
 from ..process import step_coefficients
-from .base import BlockStats, Sampler
+from .base import F64, BlockStats, Sampler
+from .options import Cost
 
 
 class SequentialSampler(Sampler):
     name = "sequential-sde"
     path = "sde"
     time_parallel = False
+    options = ()
+
+    @classmethod
+    def bounds(cls, config) -> Cost:
+        steps = config.blocks * config.steps_per_block
+        return Cost(steps, steps, steps, steps, f"{config.steps_per_block} per block")
+
+    @classmethod
+    def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
+        """A block's increments and a few states, float64."""
+        row = samples * config.dim
+        return (config.steps_per_block + 4) * row * F64
 
     def run_block(self, block, y0):
         a, c, b = step_coefficients(block.steps, self.path)
