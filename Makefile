@@ -14,7 +14,8 @@ TORCH_SPEC ?= torch==2.13.0
 RANKS  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-serial test-mpi bench bench-dimension bench-sweeps gpu-check clean help
+.PHONY: install run test test-serial test-mpi bench bench-dimension bench-sweeps bench-scaling gpu-check clean help
+.PHONY: gpu-study gpu-wheels
 
 help:
 	@echo "make run      sample the default GRF target on $(RANKS) MPI ranks -> samples.h5"
@@ -22,8 +23,11 @@ help:
 	@echo "make bench    benchmarks (drivers/), printing numbers"
 	@echo "make bench-dimension  rounds vs d on the GRF at fixed KL -> docs/figures/"
 	@echo "make bench-sweeps     plain vs Anderson sweeps, constant vs noise-only guess"
+	@echo "make bench-scaling    strong/weak/sample-count scaling, measured and modelled -> docs/scaling.md"
 	@echo "make install  create $(VENV) with everything the above need"
 	@echo "make gpu-check  GPU tests and a short GPU benchmark (needs a CUDA torch, docs/models.md)"
+	@echo "make gpu-study  batch costs, same-grid wall clock, sweep breakdown -> gpu_study.json (docs/gpu.md)"
+	@echo "make gpu-wheels the wheels the lent GPU machine lacks -> .whl/ (docs/gpu.md)"
 
 install: $(STAMP)
 
@@ -55,9 +59,31 @@ bench: install
 
 # On a GPU node: `make gpu-check TORCH_SPEC=` after installing a CUDA torch (and cupy)
 # into $(VENV). The GPU tests skip, and the benchmark says so, where no GPU is visible.
-gpu-check: install
-	$(PY) -m pytest -q -m gpu -p no:cacheprovider tests/gpu
-	$(PY) drivers/gpu_bench.py
+# Without a venv (the lent GPU machine, docs/gpu.md): `make gpu-check SETUP= PY=python3
+# MPIEXEC=mpiexec`.
+SETUP ?= install
+gpu-check: $(SETUP)
+	PY=$(PY) MPIEXEC=$(MPIEXEC) bash drivers/gpu_check.sh
+
+# The GPU study (docs/gpu.md): CI sizes on the CPU by default; on a GPU
+# `make gpu-study GPU_STUDY_ARGS="--device cuda"`.
+GPU_STUDY_ARGS ?= --device cpu --tiny
+gpu-study: $(SETUP)
+	$(PY) drivers/gpu_study.py $(GPU_STUDY_ARGS) --out gpu_study.json
+
+# The wheels the lent GPU machine lacks (python 3.12, x86-64; it cannot download), into
+# .whl/ (git-ignored), carried there by the device tool. mpi4py goes to .whl/fallback:
+# the machine has its own and drivers/gpu_machine.sh installs this one only if the
+# machine's cannot load the mpich library.
+GPU_WHEELS ?= diffusers==0.42.1 pytest-mpi==0.6 mpich==5.0.2
+GPU_FALLBACK_WHEELS ?= mpi4py==4.1.2
+WHEEL_TARGET := --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+gpu-wheels: install
+	rm -rf .whl && mkdir -p .whl/fallback
+	$(PY) -m pip download -q --no-deps $(WHEEL_TARGET) -d .whl $(GPU_WHEELS)
+	$(PY) -m pip download -q --no-deps $(WHEEL_TARGET) -d .whl/fallback $(GPU_FALLBACK_WHEELS)
+	@ls -l .whl .whl/fallback
 
 # Rounds against dimension (exact linear analysis, a few minutes on one core).
 bench-dimension: install
@@ -65,6 +91,11 @@ bench-dimension: install
 
 bench-sweeps: install
 	$(PY) drivers/sweep_acceleration.py
+
+# Scaling study (docs/scaling.md): one mpiexec launch of 64 ranks, emulated 20 ms score
+# calls (sleep-dominated, so it fits a small machine); under 20 minutes on 2 cores.
+bench-scaling: install
+	nice -n 5 $(PY) drivers/scaling_study.py --max-ranks 64
 
 clean:
 	rm -rf $(VENV) samples.h5 .pytest_cache

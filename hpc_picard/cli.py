@@ -11,11 +11,29 @@ import sys
 
 import click
 
-from .config import CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, ConfigError, RunConfig
+from .config import (CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, TIME_RANKS_AUTO, ConfigError,
+                     RunConfig)
 from .plans import resolve_plan
 from .samplers import sampler_options
 
 _DEFAULTS = RunConfig()
+
+
+
+class TimeRanksType(click.ParamType):
+    """A rank count, or "auto" (the performance model's choice)."""
+    name = "INTEGER|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return TIME_RANKS_AUTO if value == "auto" else value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither an integer nor auto", param, ctx)
+
+
+TIME_RANKS_TYPE = TimeRanksType()
 
 # (flag, field, type, help) of the general options; a new one is a row here and a field
 # in RunConfig. Defaults come from RunConfig so the file, the CLI and the library agree;
@@ -34,7 +52,9 @@ OPTIONS = [
     ("--steps-per-block", "steps_per_block", int, "Slices (steps) M per block."),
     ("--seed", "seed", int, "Seed of every random number in the run."),
     ("--dtype", "dtype", click.Choice(DTYPES), "Floating-point type of the states and scores."),
-    ("--time-ranks", "time_ranks", int, "Ranks per sample group, splitting time slices (0: all ranks)."),
+    ("--time-ranks", "time_ranks", TIME_RANKS_TYPE,
+     "Ranks per sample group, splitting time slices (0: all ranks; auto: the fastest by the "
+     "performance model, docs/scaling.md)."),
     ("--max-batch", "max_batch", int, "Most rows per score call (0: automatic)."),
     ("--output", "output", str, "Output HDF5 file."),
     ("--grf-k0", "grf_k0", float, "GRF: spectral corner wavenumber k0."),
@@ -52,6 +72,11 @@ OPTIONS = [
     ("--save-images", "save_images", str, "Write the samples as a PNG grid to this file."),
     # plans (docs/samplers.md)
     ("--accuracy", "accuracy", float, "> 0: choose T, blocks, slices and sweeps for KL <= accuracy^2."),
+    # scaling studies (docs/scaling.md)
+    ("--emulate-latency", "emulate_latency", str,
+     "T0[,T1]: every score call lasts at least T0 + T1 x rows seconds (emulated device)."),
+    ("--perf-profile", "perf_profile", str,
+     "JSON of measured costs (drivers/profile_costs.py) for --dry-run predictions and --time-ranks auto."),
 ]
 
 
@@ -115,6 +140,9 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
         config = config.validate(n_ranks)
         if resume and not config.checkpoint:
             raise ConfigError("--resume needs --checkpoint PATH (the file to resume from)")
+        # (the files are checked later, on rank 0, under their locks)
+        from .perfmodel import resolve_auto_time_ranks
+        config = resolve_auto_time_ranks(config, n_ranks, None if dry_run else comm)
     except ConfigError as exc:
         _error(comm, str(exc))
     warn_unused_options(comm, config, config_file, overrides)
@@ -122,7 +150,14 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
     if dry_run:
         from .dry_run import format_plan, make_plan
         if comm.rank == 0:
-            click.echo(format_plan(make_plan(config, n_ranks)))
+            plan = make_plan(config, n_ranks)
+            click.echo(format_plan(plan))
+            # timing the model builds it: only where one rank's share fits this node
+            from .limits import fit_verdict
+            click.echo(prediction_text(config, n_ranks)
+                       if fit_verdict(plan["ranks"][0]["memory_bytes"], 1) is None else
+                       "predicted wall time: unavailable (timing the model needs more memory "
+                       "than this node has; see the memory line)")
         return
 
     from . import fileguard
@@ -201,6 +236,16 @@ def _sample(comm, config, resume, progress_flag, verbose):
         sys.exit(1)
     finally:
         progress.close()
+
+
+def prediction_text(config, n_ranks: int) -> str:
+    """The performance model's lines for --dry-run (docs/scaling.md); a model that cannot
+    be timed here (no such device, say) gives a one-line reason instead."""
+    from .perfmodel import format_prediction, profile_for
+    try:
+        return format_prediction(config, n_ranks, profile_for(config))
+    except Exception as exc:   # the plan above stands without the prediction
+        return f"predicted wall time: unavailable ({type(exc).__name__}: {exc})"
 
 
 def warn_unused_options(comm, config: RunConfig, config_file, overrides: dict):

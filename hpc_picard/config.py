@@ -36,6 +36,8 @@ DIFFUSERS_PREFIX = "diffusers:"
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_AWARE_CHOICES = ("auto", "yes", "no")
 DTYPES = ("float64", "float32")
+#: --time-ranks auto: the performance model picks the split (perfmodel.py)
+TIME_RANKS_AUTO = -1
 
 
 def _with_sampler_options(cls):
@@ -82,6 +84,9 @@ class RunConfig:
     save_images: str = ""         # PNG grid of the samples ("" : none)
     # plans (docs/samplers.md)
     accuracy: float = 0.0            # > 0: choose T, blocks, slices, sweeps (plans.py)
+    # scaling studies (docs/scaling.md)
+    emulate_latency: str = ""        # "T0[,T1]": each score call lasts >= T0 + T1 x rows s
+    perf_profile: str = ""           # JSON of measured costs for --dry-run and --time-ranks auto
     # ... and after these, one field per sampler option (_with_sampler_options)
 
     # -- construction -----------------------------------------------------------------
@@ -106,6 +111,8 @@ class RunConfig:
             raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
         kwargs = {}
         for name, value in values.items():
+            if name == "time_ranks" and value == "auto":
+                value = TIME_RANKS_AUTO
             kwargs[name] = _coerce(name, known[name].type, value)
         return cls(**kwargs)
 
@@ -173,6 +180,15 @@ class RunConfig:
         self.sampler_class.validate(self)
         from .limits import check_combinations, check_ranges   # limits reads our fields
         check_ranges(self)
+        self._validate_scaling()
+        if self.time_ranks != TIME_RANKS_AUTO:   # auto: the model picks a valid split later
+            self._validate_split(num_ranks)
+        # after the split checks, whose messages say more about a bad split
+        check_combinations(self)
+        self.check_output_path()
+        return self
+
+    def _validate_split(self, num_ranks: int):
         time_ranks = self.resolved_time_ranks(num_ranks)
         if time_ranks < 1 or num_ranks % time_ranks:
             raise ConfigError(f"--time-ranks {self.time_ranks} must divide the number of ranks ({num_ranks})")
@@ -183,15 +199,20 @@ class RunConfig:
         if time_ranks > self.steps_per_block and not self.sampler_class.whole_trajectory:
             raise ConfigError(f"{time_ranks} time ranks but only {self.steps_per_block} slices per block: "
                               f"use at most {self.steps_per_block} time ranks or more --steps-per-block")
-        # after the split checks, whose messages say more about a bad split
-        check_combinations(self)
-        self.check_output_path()
-        return self
+
+    def _validate_scaling(self):
+        from .emulation import EmulatedLatency, LatencyError
+        try:
+            EmulatedLatency.parse(self.emulate_latency)
+        except LatencyError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.perf_profile and not os.path.isfile(self.perf_profile):
+            raise ConfigError(f"--perf-profile file {self.perf_profile} does not exist")
 
     # -- operations: process grid, checkpoints (docs/operations.md) ----------------------
     def validate_operations(self):
-        if self.time_ranks < 0:
-            raise ConfigError(f"--time-ranks must be non-negative (0: all ranks), got {self.time_ranks}")
+        if self.time_ranks < 0 and self.time_ranks != TIME_RANKS_AUTO:
+            raise ConfigError(f"--time-ranks must be non-negative (0: all ranks) or auto, got {self.time_ranks}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
         if self.checkpoint:

@@ -47,7 +47,8 @@ class Placement:
     index:      the GPU ordinal on this node (None on the CPU);
     host:       the node's host name;
     rank, size: the world rank and size;
-    node_rank, node_size: the rank's index among, and the number of, ranks on its node.
+    node_rank, node_size: the rank's index among, and the number of, ranks on its node;
+    gpu_sharers: how many ranks of the node use this rank's GPU (1 on the CPU).
     """
     kind: str
     index: int | None
@@ -56,6 +57,7 @@ class Placement:
     size: int = 1
     node_rank: int = 0
     node_size: int = 1
+    gpu_sharers: int = 1
 
     @property
     def torch_device(self) -> str:
@@ -109,15 +111,36 @@ def choose_device(requested: str, node_rank: int, gpu_count: int) -> tuple:
     return "cuda", node_rank % gpu_count
 
 
+def ranks_sharing_gpu(node_rank: int, node_size: int, gpu_count: int) -> int:
+    """How many of a node's ``node_size`` ranks land on the GPU of ``node_rank`` under
+    the round-robin of :func:`choose_device`."""
+    return len(range(node_rank % gpu_count, node_size, gpu_count))
+
+
+#: ranks of this node that share this process's GPU, set by :func:`place`
+_gpu_sharers = 1
+
+
+def gpu_memory_budget(free_bytes: int, fraction: float) -> int:
+    """Bytes of a GPU's ``free_bytes`` one score call may take: ``fraction`` of them,
+    split evenly between the ranks that share the GPU. Ranks on one GPU measure the
+    free memory at about the same time, so each taking ``fraction`` would overcommit."""
+    return int(fraction * free_bytes) // _gpu_sharers
+
+
 def place(requested: str, world, gpu_count: int | None = None) -> Placement:
     """This rank's :class:`Placement`. Collective over ``world`` (the node split)."""
+    global _gpu_sharers
     node = world.node_local()
     count = cuda_device_count() if gpu_count is None and requested != "cpu" else (gpu_count or 0)
     kind, index = choose_device(requested, node.rank, count)
+    sharers = ranks_sharing_gpu(node.rank, node.size, count) if kind == "cuda" else 1
+    _gpu_sharers = sharers
     if kind == "cuda":
         _set_current_gpu(index)
     return Placement(kind=kind, index=index, host=socket.gethostname(), rank=world.rank,
-                     size=world.size, node_rank=node.rank, node_size=node.size)
+                     size=world.size, node_rank=node.rank, node_size=node.size,
+                     gpu_sharers=sharers)
 
 
 def _set_current_gpu(index: int):
@@ -175,8 +198,8 @@ def synchronize(array):
         if array.is_cuda:
             torch.cuda.synchronize(array.device)
     elif module.startswith("cupy"):
-        import cupy
-        cupy.cuda.get_current_stream().synchronize()
+        # the array's own device: the current one may be another GPU
+        array.device.synchronize()
 
 
 def to_host(array) -> np.ndarray:
@@ -201,8 +224,20 @@ def like(host: np.ndarray, template):
         return torch.from_numpy(np.ascontiguousarray(host)).to(template.device)
     if module.startswith("cupy"):
         import cupy
-        return cupy.asarray(host)
+        with template.device:       # cupy.asarray places on the current device
+            return cupy.asarray(host)
     raise TypeError(f"cannot place an array like {type(template).__name__}")
+
+
+def contiguous(array):
+    """A C-contiguous numpy, cupy or torch array (``array`` itself if it is one): MPI
+    reads device buffers as flat memory."""
+    if hasattr(array, "is_contiguous"):
+        return array.contiguous()
+    if isinstance(array, np.ndarray):
+        return np.ascontiguousarray(array)
+    import cupy
+    return cupy.ascontiguousarray(array)
 
 
 def array_module(kind: str):
@@ -213,5 +248,5 @@ def array_module(kind: str):
         import cupy
     except ImportError:
         raise DeviceError("an analytic target on --device cuda needs cupy "
-                          "(pip install cupy-cuda12x)") from None
+                          "(pip install cupy-cuda12x or cupy-cuda13x, matching the CUDA driver)") from None
     return cupy

@@ -33,7 +33,7 @@ RANGES = {
     "T": (1e-6, 100.0, "exp(-2T) is far below float64 resolution long before T = 100; "
                        "beyond it the step arithmetic overflows"),
     "delta": (1e-8, 100.0, "below 1e-8 the last steps approach float64 round-off of t"),
-    "time_ranks": (0, 1 << 20, "ranks per sample group"),
+    "time_ranks": (-1, 1 << 20, "ranks per sample group; 0: all ranks, -1: auto"),
     "max_batch": (0, INT32, "rows per score call"),
     "checkpoint_every": (1, 100_000, "blocks between checkpoints"),
     "grf_k0": (1e-6, 1e6, "the spectrum's corner wavenumber, in grid units"),

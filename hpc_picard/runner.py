@@ -13,6 +13,7 @@ import numpy as np
 
 from . import checkpoint, noise
 from .config import RunConfig
+from .emulation import EmulatedLatency
 from .grid import TimeGrid
 from .models import resolve_dim, score_model
 from .parallel import Communicator, ProcessGrid
@@ -94,7 +95,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     samples = np.arange(first, stop)
     context = SamplerContext(model=model, comm=pgrid.time, samples=samples,
                              dtype=np.dtype(config.dtype), seed=config.seed,
-                             max_batch=config.max_batch, on_sweep=on_sweep)
+                             max_batch=config.max_batch, on_sweep=on_sweep,
+                             latency=EmulatedLatency.parse(config.emulate_latency))
     sampler = build_sampler(config, context)
     # imports, placement and the model build: not sampling, and not "arithmetic" either
     setup_seconds = time.perf_counter() - start

@@ -10,6 +10,10 @@ if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
         export CUDA_VISIBLE_DEVICES=${visible[$(( local_rank % ${#visible[@]} ))]}
     fi
 else
-    export CUDA_VISIBLE_DEVICES=${local_rank}
+    # No list from the scheduler: the node's GPUs round-robin, as --device cuda shares
+    # them when there are more ranks than GPUs (a rank index past the last GPU would
+    # leave that rank with none); without nvidia-smi, the rank's own index.
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+    export CUDA_VISIBLE_DEVICES=$(( ${gpus:-0} > 0 ? local_rank % ${gpus:-1} : local_rank ))
 fi
 exec "$@"

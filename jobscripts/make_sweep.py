@@ -14,6 +14,10 @@ add --checkpoint, --resume, --output and --no-progress themselves).
   time-parallel regime: more slices, same rounds for a fixed K);
   ``--weak-scale num_samples`` multiplies the batch (the sample-parallel regime).
 
+Scaling studies: ``--emulate-latency T0[,T1]`` after ``--`` passes through to every
+job (emulated devices, docs/scaling.md); the scripts export MPICH's no-spin settings
+(hpc_picard.emulation.QUIET_PROGRESS_ENV) unless ``--busy-wait``.
+
 Each configuration is validated for its rank count before anything is written, so a
 sweep that could not run fails here, not in the queue. The out directory receives one
 script per rank count and submit-all.sh; submit from that directory.
@@ -22,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import os
+
+import click
 import shlex
 import sys
 
 from hpc_picard.cli import OPTIONS
-from hpc_picard.config import ConfigError, RunConfig
+from hpc_picard.config import TIME_RANKS_AUTO, ConfigError, RunConfig
+from hpc_picard.emulation import QUIET_PROGRESS_ENV
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = {("slurm", "cpu"): "slurm-cpu.sh", ("slurm", "gpu"): "slurm-gpu.sh",
@@ -58,9 +65,9 @@ def parse_picard_options(argv: list) -> dict:
             raise SweepError(f"{flag} needs a value")
         raw = argv[i + 1]
         try:
-            values[name] = kind(raw) if kind in (int, float, str) else raw
-        except ValueError:
-            raise SweepError(f"{flag} {raw!r}: expected {kind.__name__}") from None
+            values[name] = kind(raw) if kind in (int, float, str) else kind.convert(raw, None, None)
+        except (ValueError, click.BadParameter):
+            raise SweepError(f"{flag} {raw!r}: expected {getattr(kind, 'name', kind.__name__)}") from None
         i += 2
     return values
 
@@ -80,8 +87,17 @@ def wall_seconds(text: str) -> int:
 
 def picard_args(values: dict) -> str:
     flags = {name: flag for flag, name, _, _ in OPTIONS}
-    return shlex.join([token for name, value in values.items()
+    spelled = {name: "auto" if name == "time_ranks" and value == TIME_RANKS_AUTO else value
+               for name, value in values.items()}
+    return shlex.join([token for name, value in spelled.items()
                        for token in (flags[name], str(value))])
+
+
+def mpi_wait_env(busy_wait: bool) -> str:
+    """The export line of MPICH's no-spin settings (hpc_picard.emulation), or a note."""
+    if busy_wait:
+        return "# (left out: --busy-wait)"
+    return "export " + " ".join(f"{k}={v}" for k, v in QUIET_PROGRESS_ENV.items())
 
 
 def render(template: str, fields: dict) -> str:
@@ -125,7 +141,8 @@ def sweep(args) -> list:
             "CPUS_PER_RANK": args.cpus_per_rank, "CPUS_PER_NODE": args.cpus_per_rank * per_node,
             "TIME": args.time, "WALL_SECONDS": wall_seconds(args.time), "GRACE": args.grace,
             "EXTRA_DIRECTIVES": extra, "ENV_SETUP": args.env, "JOBSCRIPTS": HERE,
-            "SCRIPT_NAME": script, "PICARD_ARGS": picard_args(values)})))
+            "SCRIPT_NAME": script, "PICARD_ARGS": picard_args(values),
+            "MPI_WAIT_ENV": mpi_wait_env(args.busy_wait)})))
     return jobs
 
 
@@ -152,6 +169,9 @@ def main(argv=None) -> int:
     parser.add_argument("--directive", action="append", default=[],
                         help="extra scheduler directive, e.g. --directive='--account=abc' (repeatable)")
     parser.add_argument("--env", default=DEFAULT_ENV, help="shell lines that set up the environment")
+    parser.add_argument("--busy-wait", action="store_true",
+                        help="leave MPICH's progress engine spinning (default: waiting ranks "
+                             "sleep between polls, which oversubscribed or emulated runs need)")
     parser.add_argument("--out", required=True, help="directory for the scripts")
     args = parser.parse_args(own)
     args.picard = picard

@@ -12,6 +12,9 @@ cd "${PBS_O_WORKDIR}"
 
 @ENV_SETUP@
 export OMP_NUM_THREADS=@CPUS_PER_RANK@
+# MPICH: ranks waiting in a collective sleep between polls instead of spinning
+# (make_sweep.py --busy-wait leaves this out; docs/scaling.md)
+@MPI_WAIT_ENV@
 
 JOB_ID=${PBS_JOBID%%.*}
 CHECKPOINT=@JOB_NAME@.ckpt.h5

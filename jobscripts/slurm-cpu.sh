@@ -16,6 +16,9 @@ set -euo pipefail
 # The cluster's MPI and the virtual environment whose mpi4py was built against it.
 @ENV_SETUP@
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+# MPICH: ranks waiting in a collective sleep between polls instead of spinning
+# (make_sweep.py --busy-wait leaves this out; docs/scaling.md)
+@MPI_WAIT_ENV@
 
 # The checkpoint is named by the job name, the samples by the job id: a requeued job
 # keeps its id and continues from the checkpoint (--resume starts from block 0 when

@@ -17,6 +17,9 @@ set -euo pipefail
 # The cluster's MPI and CUDA, and the virtual environment built against them.
 @ENV_SETUP@
 export OMP_NUM_THREADS=@CPUS_PER_RANK@
+# MPICH: ranks waiting in a collective sleep between polls instead of spinning
+# (make_sweep.py --busy-wait leaves this out; docs/scaling.md)
+@MPI_WAIT_ENV@
 
 CHECKPOINT=@JOB_NAME@.ckpt.h5
 OUTPUT=@JOB_NAME@-${SLURM_JOB_ID}.h5

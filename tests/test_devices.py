@@ -25,6 +25,18 @@ def test_device_policy():
         choose_device("tpu", 0, 1)
 
 
+def test_ranks_sharing_a_gpu_split_its_memory_budget(monkeypatch):
+    assert [devices.ranks_sharing_gpu(r, 5, 2) for r in range(5)] == [3, 2, 3, 2, 3]
+    assert devices.ranks_sharing_gpu(0, 1, 4) == 1
+    monkeypatch.setattr(devices, "_gpu_sharers", 2)
+    assert devices.gpu_memory_budget(1000, 0.5) == 250
+    # without a GPU (gpu_count given) the placement still counts the sharers, and
+    # a later CPU placement puts the budget back to one rank
+    place = devices.place("cuda", Communicator.self_comm(), gpu_count=1)
+    assert (place.kind, place.gpu_sharers, devices._gpu_sharers) == ("cuda", 1, 1)
+    assert devices.place("cpu", Communicator.self_comm()).gpu_sharers == 1
+
+
 def test_cuda_aware_detection(monkeypatch):
     for name in devices._CUDA_AWARE_ENV:
         monkeypatch.delenv(name, raising=False)
@@ -116,6 +128,10 @@ def test_node_local_split_and_staged_collectives():
           and torch.all(ex == r * (r + 1) / 2).item()
           and torch.all(total == world.size * (world.size + 1) / 2).item()
           and torch.all(got == world.size - 1).item())
+    # every rank of the job is on one node: with one GPU they all share it
+    shared = devices.place("cuda", world, gpu_count=1)
+    ok = ok and shared.index == 0 and shared.gpu_sharers == world.size
+    devices.place("cpu", world)
     verdicts = world.allgather_obj(bool(ok))
     assert all(verdicts), verdicts
 
@@ -133,3 +149,21 @@ def test_placement_logs_every_rank(tmp_path_factory):
     if world.rank == 0:
         ok = ok and all(f"rank {i}/{world.size}" in line for i, line in enumerate(lines))
     assert all(world.allgather_obj(bool(ok)))
+
+
+def test_job_script_binding_shares_gpus_round_robin_like_place(tmp_path):
+    """jobscripts/bind-gpu.sh without a scheduler's GPU list: ranks past the node's last
+    GPU wrap around (as choose_device does), instead of naming a GPU that is not there.
+    A stand-in nvidia-smi in tmp_path reports two GPUs."""
+    import subprocess
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: a)'\necho 'GPU 1: NVIDIA H200 (UUID: b)'\n")
+    fake.chmod(0o755)
+    bind = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "jobscripts", "bind-gpu.sh")
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_LOCALID")}
+    env["PATH"] = f"{tmp_path}:{env.get('PATH', '')}"
+    for rank in range(5):
+        out = subprocess.run([bind, "sh", "-c", "echo $CUDA_VISIBLE_DEVICES"], capture_output=True,
+                             text=True, timeout=30, env={**env, "MPI_LOCALRANKID": str(rank)})
+        assert out.stdout.strip() == str(choose_device("cuda", rank, 2)[1])

@@ -168,7 +168,8 @@ class NetworkScoreModel(ScoreModel):
     def preferred_batch(self) -> int:
         """Rows per network call: ``max_batch`` if set, else sized to the device.
 
-        On a GPU, half the free memory divided by a generous per-row activation
+        On a GPU, half the free memory (split between the ranks that share the GPU,
+        :func:`hpc_picard.devices.gpu_memory_budget`) divided by a generous per-row activation
         estimate (64 float32 copies of a state per layer, times the parameter count's
         log, a U-Net's width) so a rank does not run out of memory; on the CPU,
         :data:`CPU_ROWS`.
@@ -177,10 +178,14 @@ class NetworkScoreModel(ScoreModel):
             return self.max_batch
         if self.device.type != "cuda":
             return CPU_ROWS
+        from .. import devices
         torch = _torch()
         free, _ = torch.cuda.mem_get_info(self.device)
+        # memory torch's caching allocator holds but does not use is free to us too;
+        # without it every large call would shrink the next call's chunks
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         per_row = 64 * 4 * self.dim * max(1, int(math.log2(max(2, self._parameter_count()))))
-        return max(1, int(GPU_MEMORY_FRACTION * free) // per_row)
+        return max(1, devices.gpu_memory_budget(free, GPU_MEMORY_FRACTION) // per_row)
 
     def _parameter_count(self) -> int:
         """Parameters of the network, or of the module a wrapper holds (``.unet``,

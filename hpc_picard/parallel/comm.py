@@ -56,6 +56,8 @@ class Communicator:
             return array, False
         devices.synchronize(array)
         if self.cuda_aware and hasattr(array, "__cuda_array_interface__"):
+            array = devices.contiguous(array)
+            devices.synchronize(array)
             return array, False
         return np.ascontiguousarray(devices.to_host(array)), True
 
@@ -100,8 +102,12 @@ class Communicator:
 
     def _device_collective(self, collective, local, zero_rank0: bool):
         """A SUM collective straight on device buffers (GPU-aware MPI only)."""
+        from .. import devices
         out = local.clone() if hasattr(local, "clone") else local.copy()
         if self.size > 1:
+            # MPI writes `out` outside the GPU stream's order: the copy kernel that
+            # allocated it must be done first, or it could land after MPI's result.
+            devices.synchronize(out)
             self._timed(collective, local, out, MPI.SUM)
         if zero_rank0 and self.rank == 0:
             out[...] = 0

@@ -62,7 +62,9 @@ class SamplerContext:
     seed:     the run's seed;
     max_batch: the most rows one score call receives (larger batches are chunked);
     on_sweep: called as on_sweep(block_index, sweep, residual) after each Picard sweep
-              (progress display, --verbose logs), or None.
+              (progress display, --verbose logs), or None;
+    latency:  an :class:`hpc_picard.emulation.EmulatedLatency` that pads every score
+              call to an emulated device's time (--emulate-latency), or None.
     """
     model: object
     comm: Communicator
@@ -72,6 +74,7 @@ class SamplerContext:
     max_batch: int = 0
     timers: Timers = field(default_factory=Timers)
     on_sweep: object = None
+    latency: object = None
 
 
 class Sampler:
@@ -173,6 +176,9 @@ class Sampler:
         start = time.perf_counter()
         for i in range(0, J * S, chunk):
             dest[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
+        if self.ctx.latency is not None:
+            # one emulated device call per batch, whatever the CPU chunking
+            self.ctx.latency.pad(start, J * S)
         self.ctx.timers.score_seconds += time.perf_counter() - start
         finite = np.isfinite(out.reshape(J, -1)).all(axis=1)
         if not finite.all():

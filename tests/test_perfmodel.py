@@ -1,0 +1,117 @@
+"""The performance model: fits of measured costs, predictions, --time-ranks auto,
+--dry-run's prediction lines."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hpc_picard.cli import main
+from hpc_picard.config import TIME_RANKS_AUTO, RunConfig
+from hpc_picard.perfmodel import (CollectiveCost, CostProfile, Curve, LinearCost, NoiseCost,
+                                  best_data_parallel, choose_time_ranks, predict,
+                                  time_rank_choices)
+
+
+def profile(eval_seconds=(0.01, 0.01), comm_alpha=1e-3, **changes) -> CostProfile:
+    """A hand-made profile: a flat 10 ms score call, no arithmetic, Exscan/Allreduce of
+    ``comm_alpha`` seconds at any size."""
+    comm = {name: CollectiveCost([2, 4], [comm_alpha, comm_alpha], [0.0, 0.0])
+            for name in ("exscan", "allreduce", "bcast", "allgather")}
+    values = dict(model="grf", dim=16, cores=64, eval=Curve([1, 1024], list(eval_seconds)),
+                  sweep_arith=LinearCost(0, 0), step_arith=LinearCost(0, 0),
+                  noise=NoiseCost(0, 0), io=LinearCost(0, 0), setup=0.0, comm=comm)
+    values.update(changes)
+    return CostProfile(**values)
+
+
+def test_fits_recover_latency_and_bandwidth():
+    samples = [(p, n, 1e-5 * p + 2e-9 * p * n) for p in (2, 8) for n in (8, 4096, 65536)]
+    cost = CollectiveCost.fit(samples)
+    assert cost.sizes == [2, 8]
+    np.testing.assert_allclose(cost.alpha, [2e-5, 8e-5], rtol=1e-6)
+    np.testing.assert_allclose(cost.beta, [4e-9, 1.6e-8], rtol=1e-6)
+    assert cost(1, 1e6) == 0.0                                      # one rank: no message
+    assert cost(4, 0) == pytest.approx(5e-5)                        # halfway in log2 P
+    assert cost(64, 0) == pytest.approx(8e-5 * 6 / 3)               # beyond: x log2 P
+
+
+def test_curve_interpolates_and_extends_linearly():
+    curve = Curve([1, 4, 8], [1.0, 1.0, 2.0])
+    assert curve(0) == 0.0 and curve(2) == 1.0 and curve(6) == 1.5
+    assert curve(16) == pytest.approx(4.0)                          # slope of the last piece
+
+
+def test_the_sequential_prediction_is_steps_times_the_call():
+    config = RunConfig(sampler="sequential-sde", dim=16, num_samples=4, blocks=3, steps_per_block=10)
+    pred = predict(config, 4, profile())
+    assert pred.rounds == 30 and pred.time_ranks == 1
+    assert pred.wall == pytest.approx(30 * 0.01 + 4 * 1e-3 + 1e-3)   # + setup collectives, gather
+
+
+def test_emulated_latency_sets_the_floor_of_each_call():
+    config = RunConfig(dim=16, num_samples=1, blocks=2, steps_per_block=8, picard_iters=5,
+                       emulate_latency="0.05,0.01")
+    pred = predict(config, 4, profile(), sweeps=[3, 4])
+    assert pred.rounds == 7
+    assert pred.score == pytest.approx(7 * (0.05 + 0.01 * 2))       # 2 slices per rank
+
+
+def test_auto_picks_the_split_with_the_smallest_prediction():
+    config = RunConfig(dim=16, num_samples=8, blocks=2, steps_per_block=8, picard_iters=4)
+    assert time_rank_choices(config, 8) == [1, 2, 4, 8]
+    assert time_rank_choices(config.replace(num_samples=2), 8) == [4, 8]
+    # expensive collectives: fewest time ranks; a call whose cost grows fast with rows
+    # and free collectives: still the same rows per rank, so the collectives decide
+    costly = profile(comm_alpha=1.0)
+    assert choose_time_ranks(config, 8, costly) == 1
+    walls = {t: predict(config, 8, costly, t).wall for t in (1, 2, 4, 8)}
+    assert min(walls, key=walls.get) == 1
+    # uneven sample counts: 3 samples on 4 ranks -> 2 groups hold 2 samples, 1 group 3 x
+    # fewer slices per rank; with a cost that grows with rows the larger time groups win
+    steep = profile(eval_seconds=(0.0, 1.0), comm_alpha=0.0)
+    uneven = config.replace(num_samples=3)
+    pick = choose_time_ranks(uneven, 4, steep)
+    assert pick == min(time_rank_choices(uneven, 4),
+                       key=lambda t: predict(uneven, 4, steep, t).wall)
+    assert pick == 4
+
+
+def test_data_parallel_baseline_uses_at_most_one_rank_per_sample():
+    config = RunConfig(dim=16, num_samples=2, blocks=2, steps_per_block=8)
+    base = best_data_parallel(config, 64, profile())
+    assert base.time_ranks == 1 and base.rounds == 16
+
+
+def test_profile_round_trips_through_json(tmp_path):
+    original = profile()
+    path = tmp_path / "costs.json"
+    path.write_text(original.to_json())
+    assert CostProfile.load(str(path)) == original
+    assert json.loads(path.read_text())["eval"]["rows"] == [1, 1024]
+
+
+def test_dry_run_prints_the_prediction_and_auto_split(cli_tmp):
+    path = cli_tmp / "costs.json"
+    path.write_text(profile(model="grf", dim=64).to_json())
+    result = CliRunner().invoke(main, ["--dry-run", "--plan-ranks", "8", "--dim", "64",
+                                       "--num-samples", "2", "--blocks", "2",
+                                       "--steps-per-block", "8", "--time-ranks", "auto",
+                                       "--perf-profile", str(path), "--emulate-latency", "0.02"])
+    assert result.exit_code == 0, result.output
+    assert "process grid: 2 sample group(s) x 4 time rank(s)" in result.output
+    assert "predicted wall time: at most" in result.output
+    assert "best data-parallel sequential run on 2 rank(s)" in result.output
+    assert "predicted speed-up" in result.output
+    assert sorted(p.name for p in cli_tmp.iterdir()) == ["costs.json"]
+
+
+def test_auto_in_a_toml_file_and_bad_spellings(cli_tmp):
+    (cli_tmp / "run.toml").write_text('time-ranks = "auto"\n')
+    assert RunConfig.from_sources(str(cli_tmp / "run.toml")).time_ranks == TIME_RANKS_AUTO
+    result = CliRunner().invoke(main, ["--time-ranks", "several"])
+    assert result.exit_code == 2 and "neither an integer nor auto" in result.output
+    result = CliRunner().invoke(main, ["--perf-profile", "missing.json", "--dim", "16"])
+    assert result.exit_code == 2 and "missing.json does not exist" in result.output
