@@ -14,12 +14,13 @@ TORCH_SPEC ?= torch==2.13.0
 RANKS  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-serial test-mpi bench bench-dimension bench-sweeps bench-scaling gpu-check clean help
+.PHONY: install run test test-serial test-mpi test-slurm bench bench-dimension bench-sweeps bench-scaling gpu-check clean help
 .PHONY: gpu-study gpu-wheels
 
 help:
 	@echo "make run      sample the default GRF target on $(RANKS) MPI ranks -> samples.h5"
 	@echo "make test     the whole test suite, serial and MPI (1 to 4 ranks)"
+	@echo "make test-slurm  the job scripts under a private one-node Slurm (root, slurm-wlm + munge)"
 	@echo "make bench    benchmarks (drivers/), printing numbers"
 	@echo "make bench-dimension  rounds vs d on the GRF at fixed KL -> docs/figures/"
 	@echo "make bench-sweeps     plain vs Anderson sweeps, constant vs noise-only guess"
@@ -56,6 +57,7 @@ test-mpi: install
 bench: install
 	$(PY) drivers/bench_scores.py
 	$(MPIEXEC) -n $(RANKS) $(PY) drivers/acceptance.py
+	$(PY) drivers/bench_engine.py
 
 # On a GPU node: `make gpu-check TORCH_SPEC=` after installing a CUDA torch (and cupy)
 # into $(VENV). The GPU tests skip, and the benchmark says so, where no GPU is visible.
@@ -109,3 +111,11 @@ plan: install
 sweep-example: install
 	$(PY) jobscripts/make_sweep.py --scheduler slurm --device cpu --mode strong \
 	  --ranks 1,2,4,8,16 --ranks-per-node 16 --out sweeps/example -- --model grf --dim 4096
+
+# The job scripts under a real Slurm: a private one-node cluster (munge, slurmctld,
+# slurmd in a temp folder, stopped on exit) runs a 2-rank job, a refused singleton
+# launch, the GPU script's binding, the 1-2 rank sweep and a requeue that resumes
+# (docs/operations.md). Skips, saying so, where Slurm is not installed; needs root.
+.PHONY: test-slurm
+test-slurm: install
+	timeout 900 tests/slurm/cluster.sh $(PY) -m pytest -q -s -p no:cacheprovider tests/slurm/check_jobs.py

@@ -54,6 +54,18 @@ def settings(config):
     return ", ".join(parts)
 
 
+def start(base, comm, header: str):
+    """(the model ``base`` names, warmed; rank 0's quality scorer, else None), after
+    rank 0 printed the table header."""
+    model = build_model(base)
+    quality = DigitsQuality.shared() if comm.rank == 0 else None
+    if comm.rank == 0:
+        print(header, flush=True)
+    # warm the network once so the first row does not pay torch's first-call costs
+    model.score(np.zeros((2, 64)), np.ones(2))
+    return model, quality
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=200)
@@ -77,12 +89,7 @@ def main(argv=None):
                      steps_per_block=args.steps_per_block, picard_iters=args.picard_iters,
                      tol=args.tol, seed=args.seed, window=args.window,
                      corrector_steps=args.corrector_steps, device="cpu", output=os.devnull)
-    model = build_model(base)
-    quality = DigitsQuality.shared() if comm.rank == 0 else None
-    if comm.rank == 0:
-        print(HEADER, flush=True)
-    # warm the network once so the first row does not pay torch's first-call costs
-    model.score(np.zeros((2, 64)), np.ones(2))
+    model, quality = start(base, comm, HEADER)
     for name in names:
         config = base.replace(sampler=name).validate(comm.size)
         comm.barrier()

@@ -22,6 +22,15 @@ x's dtype, each row depending only on its own (x, t).
                that reads t as a DDPM timestep index, or as reverse time, fails this;
 - time dependence: the score changes between t = delta and t = T (a warning
                otherwise: a model ignoring t only fits a Gaussian target).
+
+For a conditional model (``num_classes`` > 0, hpc_picard.conditioning) also:
+
+- condition:   the label changes the score (two different labels, or a label and no
+               label for a one-class model, give different scores): a model that
+               ignores its labels makes --labels and guidance silently useless;
+- null label:  label -1 in every row gives the same score as no labels at all
+               (cond=None): the dropped label is the unconditional score that
+               classifier-free guidance subtracts.
 """
 from __future__ import annotations
 
@@ -144,4 +153,32 @@ def check_model(model, T: float = 10.0, delta: float = 1e-3, points: int = 8,
     report.add("time dependence", "ok" if change > 1e-3 else "warn",
                f"|s(x, delta) - s(x, T)| / |s(x, T)| = {change:.2e}"
                + ("" if change > 1e-3 else ": the score ignores t"))
+    if int(getattr(model, "num_classes", 0) or 0) > 0:
+        check_condition(model, x, times, report)
     return report
+
+
+def check_condition(model, x: np.ndarray, times: np.ndarray, report: CheckReport):
+    """The two condition checks of the module docstring, added to ``report``."""
+    classes = int(model.num_classes)
+    rows = np.arange(len(x))
+    first = rows % classes
+    other = (rows + 1) % classes if classes > 1 else np.full(len(x), -1)
+    try:
+        s_first = model.score(x, times, cond=first)
+        s_other = model.score(x, times, cond=other)
+        s_null = model.score(x, times, cond=np.full(len(x), -1))
+        s_none = model.score(x, times)
+    except Exception as exc:           # a user's model: report whatever it raises
+        report.add("condition", "fail", f"score(x, t, cond) raised {type(exc).__name__}: {exc}")
+        return
+    change = float(np.linalg.norm(s_first - s_other) / (np.linalg.norm(s_first) + 1e-30))
+    report.add("condition", "ok" if change > 1e-3 else "fail",
+               f"another label changes the score by {change:.2e} (relative)"
+               + ("" if change > 1e-3 else ": the model ignores its labels"))
+    gap = float(np.abs(s_null - s_none).max() / (np.abs(s_none).max() + 1e-30))
+    report.add("null label", "ok" if gap < 1e-5 else "fail",
+               f"label -1 gives the unconditional score (max rel. difference {gap:.1e})"
+               if gap < 1e-5 else
+               f"label -1 differs from no label by {gap:.1e} (relative): the dropped label "
+               "must give the unconditional score that guidance subtracts")

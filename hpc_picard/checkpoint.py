@@ -11,6 +11,7 @@ Layout:
     /states                 (num_samples, d), the run's dtype, fletcher32-checksummed
     /sweeps_per_block       (next_block,) int64, fletcher32
     /residual_per_block     (next_block,) float64, fletcher32
+    /labels                 (num_samples,) int64, conditional runs only
     / attrs: format, next_block, evaluations, restarts, config (JSON), config_hash,
              n_ranks, hpc_picard_version, and the cumulative seconds of earlier segments
              (wall_time, score_time, noise_time, communication_time, io_time,
@@ -78,7 +79,8 @@ class RunState:
     sweeps, residuals: per finished block, as in RunResult.per_block;
     evaluations: score evaluations per sample so far;
     restarts:    how many times the run was resumed to reach this state;
-    timings:     cumulative seconds of earlier segments (TIMINGS), rank 0's clock.
+    timings:     cumulative seconds of earlier segments (TIMINGS), rank 0's clock;
+    labels:      every sample's class label (conditional runs), else None.
     """
     next_block: int
     states: np.ndarray
@@ -87,6 +89,17 @@ class RunState:
     evaluations: int = 0
     restarts: int = 0
     timings: dict = field(default_factory=dict)
+    labels: np.ndarray | None = None
+
+
+def check_labels(state: RunState, labels, path: str):
+    """CheckpointError unless the checkpoint's labels are the run's (a --labels file can
+    change under an unchanged configuration)."""
+    same = (state.labels is None and labels is None) or (
+        state.labels is not None and labels is not None and np.array_equal(state.labels, labels))
+    if not same:
+        raise CheckpointError(f"checkpoint {path} was written with other class labels than "
+                              f"--labels gives now; restore the labels or start over without --resume")
 
 
 def result_fields(config) -> dict:
@@ -116,6 +129,8 @@ def write(path: str, state: RunState, config, n_ranks: int) -> None:
         _checksummed(fh, "states", state.states)
         _checksummed(fh, "sweeps_per_block", np.asarray(state.sweeps, dtype=np.int64))
         _checksummed(fh, "residual_per_block", np.asarray(state.residuals, dtype=np.float64))
+        if state.labels is not None:
+            _checksummed(fh, "labels", np.asarray(state.labels, dtype=np.int64))
         fh.attrs["format"] = FORMAT
         fh.attrs["next_block"] = state.next_block
         fh.attrs["evaluations"] = state.evaluations
@@ -203,6 +218,7 @@ def read(path: str, config) -> RunState:
             states = fh["states"][...]
             sweeps = [int(v) for v in fh["sweeps_per_block"][...]]
             residuals = [float(v) for v in fh["residual_per_block"][...]]
+            labels = fh["labels"][...] if "labels" in fh else None
     except CheckpointError:
         raise
     except FileNotFoundError:
@@ -227,7 +243,7 @@ def read(path: str, config) -> RunState:
                               f"{states.dtype}, {len(sweeps)} block records, next block "
                               f"{next_block}; expected {expected} {config.dtype}")
     return RunState(next_block=next_block, states=states, sweeps=sweeps, residuals=residuals,
-                    evaluations=evaluations, restarts=restarts, timings=timings)
+                    evaluations=evaluations, restarts=restarts, timings=timings, labels=labels)
 
 
 def _reason(exc: BaseException) -> str:
@@ -276,7 +292,8 @@ def load(pgrid, path: str, config) -> tuple:
                 state = read(path, config)
                 # the counters travel as a small object, the states as a buffer
                 verdict = ("ok", RunState(state.next_block, None, state.sweeps, state.residuals,
-                                          state.evaluations, state.restarts, state.timings))
+                                          state.evaluations, state.restarts, state.timings,
+                                          state.labels))
             except CheckpointError as exc:
                 verdict = ("refused", str(exc))
             except Exception as exc:     # never a traceback for a damaged file

@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from .config import (CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, TIME_RANKS_AUTO, ConfigError,
-                     RunConfig)
+from .config import (ARRAY_BACKENDS, CUDA_AWARE_CHOICES, DEVICES, DTYPES, SAMPLERS, TIME_RANKS_AUTO,
+                     ConfigError, RunConfig)
 from .plans import resolve_plan
 from .samplers import sampler_options
 
@@ -40,7 +40,7 @@ TIME_RANKS_TYPE = TimeRanksType()
 # an option left out on the command line is None and does not override. The samplers'
 # own options follow (SAMPLER_OPTIONS, from the classes' declarations).
 OPTIONS = [
-    ("--model", "model", str, "Score model: grf, gmm (analytic), digits (trained demo), "
+    ("--model", "model", str, "Score model: grf, gmm (analytic), digits, digits-cond (trained demos), "
      "diffusers:PATH (local diffusers folder) or module:factory (your own)."),
     ("--dim", "dim", int, "Data dimension d; 0 or omitted: the model's own (1024 for grf and gmm; "
      "a network's is fixed and a contradicting --dim is refused). A perfect square for grf."),
@@ -69,9 +69,16 @@ OPTIONS = [
     ("--device", "device", click.Choice(DEVICES), "Where scores run: auto (a GPU if visible), cpu, cuda."),
     ("--cuda-aware-mpi", "cuda_aware_mpi", click.Choice(CUDA_AWARE_CHOICES),
      "Hand GPU buffers to MPI directly (auto: detect from the MPI library)."),
+    ("--array-backend", "array_backend", click.Choice(ARRAY_BACKENDS),
+     "Arrays of the sweep engine: numpy, torch or cupy (auto: the model's own type)."),
     ("--save-images", "save_images", str, "Write the samples as a PNG grid to this file."),
     # plans (docs/samplers.md)
     ("--accuracy", "accuracy", float, "> 0: choose T, blocks, slices and sweeps for KL <= accuracy^2."),
+    # conditional sampling (docs/models.md)
+    ("--labels", "labels", str, "Class label per sample of a conditional model: 3,5,7 or 0-9 "
+     "(cycled over the samples), random, or a file of labels."),
+    ("--guidance-scale", "guidance_scale", float, "Classifier-free guidance w: "
+     "(1 + w) s(x, t | label) - w s(x, t) (0: none)."),
     # scaling studies (docs/scaling.md)
     ("--emulate-latency", "emulate_latency", str,
      "T0[,T1]: every score call lasts at least T0 + T1 x rows seconds (emulated device)."),
@@ -129,6 +136,7 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
     from .safety import resolve_dim_checked
     install_abort_handler()
     comm = world()
+    refuse_singletons(comm.size)
     overrides = {k: v for k, v in options.items() if v is not None}
     n_ranks = plan_ranks if dry_run and plan_ranks is not None else comm.size
     try:
@@ -232,10 +240,21 @@ def _sample(comm, config, resume, progress_flag, verbose):
         sys.stderr.write(f"picard-sample: error on rank {comm.rank}: {exc}\n")
         sys.stderr.flush()
         if comm.size > 1:
-            comm.comm.Abort(1)
+            comm.abort(1)
         sys.exit(1)
     finally:
         progress.close()
+
+
+def refuse_singletons(world_size: int):
+    """Exit 2 when a launcher started several tasks that each got a one-rank world
+    (hpc_picard/launch.py); only the launcher's first task prints the line."""
+    from .launch import singleton_error
+    message, prints = singleton_error(world_size)
+    if message is not None:
+        if prints:
+            click.echo(f"picard-sample: error: {message}", err=True)
+        sys.exit(2)
 
 
 def prediction_text(config, n_ranks: int) -> str:
@@ -288,13 +307,18 @@ def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
     from .provenance import provenance
     model = result.model if getattr(result, "model", None) is not None else build_model(config)
     config = getattr(result, "config", None) or config      # as run: the model's d
-    accuracy = model.accuracy(result.samples, config.delta, config.seed) \
-        if hasattr(model, "accuracy") else {}
+    labels = getattr(result, "labels", None)
+    accuracy = {}
+    if hasattr(model, "accuracy"):
+        # conditional runs are also scored against the labels they asked for
+        extra = {} if labels is None else {"labels": labels}
+        accuracy = model.accuracy(result.samples, config.delta, config.seed, **extra)
     try:
         stats = write_samples(config.output, result.samples, config.to_json(), n_ranks,
                               result.stats, result.per_block, model.parameters(), accuracy,
                               io_started=time.perf_counter(),
-                              provenance=provenance(config, n_ranks, result.placements))
+                              provenance=provenance(config, n_ranks, result.placements),
+                              labels=labels)
     except Exception as exc:
         rescue = fileguard.rescue_samples(result.samples, config.output)
         where = (f"the samples were saved to {rescue} (numpy.load reads it)" if rescue else

@@ -31,10 +31,11 @@ SAMPLERS = tuple(SAMPLER_CLASSES)
 MODELS = ("grf", "gmm")
 # Models and devices (issue 5): built-in networks, and the two spellings that name a
 # model from outside (a local diffusers folder, a user's factory function).
-NETWORK_MODELS = ("digits",)
+NETWORK_MODELS = ("digits", "digits-cond")
 DIFFUSERS_PREFIX = "diffusers:"
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_AWARE_CHOICES = ("auto", "yes", "no")
+ARRAY_BACKENDS = ("auto", "numpy", "torch", "cupy")     # hpc_picard/arrays.py
 DTYPES = ("float64", "float32")
 #: --time-ranks auto: the performance model picks the split (perfmodel.py)
 TIME_RANKS_AUTO = -1
@@ -81,9 +82,13 @@ class RunConfig:
     # models and devices (issue 5)
     device: str = "auto"          # auto: a GPU where one is visible, else the CPU
     cuda_aware_mpi: str = "auto"  # auto: trust the MPI library's GPU-support switches
+    array_backend: str = "auto"   # the sweep engine's arrays (auto: the model's own type)
     save_images: str = ""         # PNG grid of the samples ("" : none)
     # plans (docs/samplers.md)
     accuracy: float = 0.0            # > 0: choose T, blocks, slices, sweeps (plans.py)
+    # -- conditional sampling (hpc_picard/conditioning.py, docs/models.md) --
+    labels: str = ""                 # class label per sample: list, range, random or file
+    guidance_scale: float = 0.0      # classifier-free guidance w (0: none)
     # scaling studies (docs/scaling.md)
     emulate_latency: str = ""        # "T0[,T1]": each score call lasts >= T0 + T1 x rows s
     perf_profile: str = ""           # JSON of measured costs for --dry-run and --time-ranks auto
@@ -132,6 +137,9 @@ class RunConfig:
         check_model_name(self.model)
         if self.device not in DEVICES:
             raise ConfigError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+        if self.array_backend not in ARRAY_BACKENDS:
+            raise ConfigError(f"unknown array backend {self.array_backend!r}; choose one of: "
+                              f"{', '.join(ARRAY_BACKENDS)}")
         if self.cuda_aware_mpi not in CUDA_AWARE_CHOICES:
             raise ConfigError(f"--cuda-aware-mpi must be one of: {', '.join(CUDA_AWARE_CHOICES)}, "
                               f"got {self.cuda_aware_mpi!r}")
@@ -180,6 +188,8 @@ class RunConfig:
         self.sampler_class.validate(self)
         from .limits import check_combinations, check_ranges   # limits reads our fields
         check_ranges(self)
+        from .conditioning import check_guidance
+        check_guidance(self.guidance_scale, self.labels)
         self._validate_scaling()
         if self.time_ranks != TIME_RANKS_AUTO:   # auto: the model picks a valid split later
             self._validate_split(num_ranks)

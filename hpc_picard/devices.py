@@ -176,8 +176,8 @@ def mpi_is_cuda_aware(setting: str = "auto", library_version: str | None = None)
             return True
     if library_version is None:
         try:
-            from mpi4py import MPI
-            library_version = MPI.Get_library_version()
+            from .parallel.comm import library_version as query
+            library_version = query()
         except Exception:
             library_version = ""
     return "open mpi" in library_version.lower() and "cuda" in library_version.lower()

@@ -3,6 +3,8 @@
 Layout (docs/usage.md):
 
     /samples                       (num_samples, dim)
+    /labels                        (num_samples,) int64: each sample's class label
+                                   (conditional runs only, --labels)
     /  attrs: config (JSON), hpc_picard_version, n_ranks
     /stats attrs: rounds, evaluations, wall_time, score_time, communication_time,
                   io_time, noise_time, restarts, ... and accuracy scalars
@@ -84,7 +86,8 @@ def write_atomic(path: str, fill, userblock_size: int = 0, seal=None) -> None:
 def write_samples(path: str, samples: np.ndarray, config_json: str, n_ranks: int,
                   stats: dict, per_block: dict, model_parameters: dict,
                   accuracy: dict | None = None, io_started: float | None = None,
-                  provenance: dict | None = None) -> dict:
+                  provenance: dict | None = None,
+                  labels: np.ndarray | None = None) -> dict:
     """Write the output file atomically; returns the stats as written.
 
     ``io_started`` is the time.perf_counter() value at which output I/O began: the
@@ -95,6 +98,8 @@ def write_samples(path: str, samples: np.ndarray, config_json: str, n_ranks: int
 
     def fill(fh):
         fh.create_dataset("samples", data=samples)
+        if labels is not None:
+            fh.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
         fh.attrs["config"] = config_json
         fh.attrs["hpc_picard_version"] = __version__
         fh.attrs["n_ranks"] = n_ranks

@@ -132,8 +132,13 @@ def summary_table(config, n_ranks: int, time_ranks: int, stats: dict, accuracy: 
         ("sequential rounds, same grid",
          f"{stats['sequential_rounds']}  ({stats['sequential_rounds'] / max(stats['rounds'], 1):.1f}x)"),
         ("score evaluations / sample", f"{stats['evaluations']}"),
-        ("wall time", f"{wall:.3f} s"),
     ]
+    if stats.get("network_rows_per_evaluation", 1) > 1:
+        rows.append(("  network rows / sample",
+                     f"{stats['evaluations'] * stats['network_rows_per_evaluation']} "
+                     f"(guidance w={stats['guidance_scale']:g}: each evaluation is a "
+                     f"conditional + unconditional pair)"))
+    rows.append(("wall time", f"{wall:.3f} s"))
     rows += [(f"  {name}", f"{seconds:.3f} s  {100 * seconds / wall if wall > 0 else 0:5.1f}%")
              for name, seconds in parts + [("other (arithmetic)", max(other, 0.0))]]
     if stats.get("restarts"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checkpoint, noise
+from . import checkpoint, conditioning, noise
 from .config import RunConfig
 from .emulation import EmulatedLatency
 from .grid import TimeGrid
@@ -19,6 +19,7 @@ from .models import resolve_dim, score_model
 from .parallel import Communicator, ProcessGrid
 from .plans import resolve_plan
 from .safety import agree, build_checked
+from .arrays import make_backend
 from .samplers import SamplerContext, build_sampler
 
 log = logging.getLogger("hpc_picard")
@@ -31,7 +32,8 @@ class RunResult:
     model: the score model the run used (its dim is the samples' d); placement: where
     this rank evaluated it (:class:`hpc_picard.devices.Placement`); placements: every
     world rank's placement line, in rank order (for the output's provenance); config:
-    the configuration as run (d the model's, an --accuracy plan filled in).
+    the configuration as run (d the model's, an --accuracy plan filled in); labels: every sample's
+    class label (num_samples,) for conditional runs, else None.
     """
     samples: np.ndarray | None
     stats: dict = field(default_factory=dict)
@@ -40,6 +42,7 @@ class RunResult:
     placement: object = None
     placements: list = field(default_factory=list)
     config: object = None
+    labels: np.ndarray | None = None
 
 
 def build_grid(config: RunConfig) -> TimeGrid:
@@ -93,9 +96,14 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     pgrid = ProcessGrid.build(world, config.resolved_time_ranks(world.size))
     first, stop = pgrid.sample_range(config.num_samples)
     samples = np.arange(first, stop)
+    # The same verdict on every rank: the labels follow from the config alone.
+    condition, labels = conditioning.build_condition(config, model, samples)
     context = SamplerContext(model=model, comm=pgrid.time, samples=samples,
                              dtype=np.dtype(config.dtype), seed=config.seed,
-                             max_batch=config.max_batch, on_sweep=on_sweep,
+                             max_batch=config.max_batch, on_sweep=on_sweep, condition=condition,
+                             verdicts=pgrid.verdicts,
+                             backend=make_backend(config.array_backend, model,
+                                                  placement.torch_device),
                              latency=EmulatedLatency.parse(config.emulate_latency))
     sampler = build_sampler(config, context)
     # imports, placement and the model build: not sampling, and not "arithmetic" either
@@ -108,6 +116,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         if saved is None:
             log.info("no checkpoint at %s: starting from block 0", config.checkpoint)
         else:
+            checkpoint.check_labels(saved, labels, config.checkpoint)
             log.info("resuming from %s at block %d (blocks 0-%d)", config.checkpoint,
                      saved.next_block, grid.num_blocks - 1)
     if saved is None:
@@ -147,7 +156,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         if config.checkpoint and (done % config.checkpoint_every == 0 or done == grid.num_blocks):
             state = checkpoint.RunState(next_block=done, states=None, sweeps=sweeps,
                                         residuals=residuals, evaluations=evaluations,
-                                        restarts=saved.restarts, timings=timings())
+                                        restarts=saved.restarts, timings=timings(), labels=labels)
             io_seconds += checkpoint.save(pgrid, config.checkpoint, y, state, config)
             log.debug("checkpoint after block %d written to %s", block.index, config.checkpoint)
         if on_block is not None:
@@ -156,6 +165,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     # Every time rank of a group holds the group's samples: time rank 0 of each group
     # sends them to world rank 0 (time rank 0 of group 0) over the sample communicator.
     gathered = pgrid.samples.gather_rows(y, root=0) if pgrid.time.rank == 0 else None
+    pgrid.free()
     stats = {
         "rounds": int(sum(sweeps)),
         "evaluations": evaluations,
@@ -163,8 +173,12 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         **timings(),
         "restarts": saved.restarts,
     }
+    if condition is not None:
+        # evaluations count score evaluations; with guidance each is a pair of rows
+        stats["guidance_scale"] = config.guidance_scale
+        stats["network_rows_per_evaluation"] = condition.rows_per_state
     per_block = {"sweeps_per_block": np.array(sweeps, dtype=np.int64),
                  "residual_per_block": np.array(residuals, dtype=np.float64)}
     return RunResult(samples=gathered if world.rank == 0 else None, stats=stats,
                      per_block=per_block, model=model, placement=placement, placements=where,
-                     config=config)
+                     config=config, labels=labels)

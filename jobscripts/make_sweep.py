@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import argparse
 import os
-
-import click
+import re
 import shlex
 import sys
+
+import click
 
 from hpc_picard.cli import OPTIONS
 from hpc_picard.config import TIME_RANKS_AUTO, ConfigError, RunConfig
@@ -42,6 +43,8 @@ SUBMIT = {"slurm": "sbatch", "pbs": "qsub"}
 DEFAULT_ENV = ("# site-specific: load the MPI that mpi4py was built against, then the venv\n"
                "module load mpi 2>/dev/null || true\n"
                "source \"${HPC_PICARD_VENV:-$HOME/hpc_picard/.venv}/bin/activate\"")
+#: srun --mpi plugin: PMI-2 is what the PyPI mpich wheel (and MPICH's default build) speaks
+DEFAULT_SRUN_MPI = "pmi2"
 #: options the job scripts set themselves
 RESERVED = {"output", "checkpoint"}
 
@@ -114,6 +117,9 @@ def sweep(args) -> list:
         raise SweepError(f"--ranks needs positive rank counts, got {args.ranks!r}")
     if args.ranks_per_node < 1:
         raise SweepError(f"--ranks-per-node must be positive, got {args.ranks_per_node}")
+    if not re.fullmatch(r"[a-z0-9_]+", args.srun_mpi):
+        raise SweepError(f"--srun-mpi {args.srun_mpi!r}: expected a plugin name such as pmi2 "
+                         f"(srun --mpi=list shows the cluster's)")
     if wall_seconds(args.time) <= 2 * args.grace:
         raise SweepError(f"--time {args.time} leaves no room for the {args.grace} s grace period")
     with open(os.path.join(HERE, TEMPLATES[args.scheduler, args.device])) as fh:
@@ -142,6 +148,7 @@ def sweep(args) -> list:
             "TIME": args.time, "WALL_SECONDS": wall_seconds(args.time), "GRACE": args.grace,
             "EXTRA_DIRECTIVES": extra, "ENV_SETUP": args.env, "JOBSCRIPTS": HERE,
             "SCRIPT_NAME": script, "PICARD_ARGS": picard_args(values),
+            "SRUN_MPI": "" if args.srun_mpi == "default" else f"--mpi={args.srun_mpi}",
             "MPI_WAIT_ENV": mpi_wait_env(args.busy_wait)})))
     return jobs
 
@@ -169,6 +176,10 @@ def main(argv=None) -> int:
     parser.add_argument("--directive", action="append", default=[],
                         help="extra scheduler directive, e.g. --directive='--account=abc' (repeatable)")
     parser.add_argument("--env", default=DEFAULT_ENV, help="shell lines that set up the environment")
+    parser.add_argument("--srun-mpi", default=DEFAULT_SRUN_MPI,
+                        help="slurm: srun's --mpi plugin, the PMI of the MPI behind mpi4py: pmi2 "
+                             "(MPICH, the mpich wheel; the default), pmix (Open MPI), cray_shasta "
+                             "(Cray MPICH); 'default': the cluster's MpiDefault")
     parser.add_argument("--busy-wait", action="store_true",
                         help="leave MPICH's progress engine spinning (default: waiting ranks "
                              "sleep between polls, which oversubscribed or emulated runs need)")

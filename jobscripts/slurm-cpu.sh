@@ -29,13 +29,39 @@ OUTPUT=@JOB_NAME@-${SLURM_JOB_ID}.h5
 # Slurm sends USR1 @GRACE@ s before the wall-time limit (--signal above): requeue, so
 # the job comes back and resumes from the last checkpoint.
 requeue() {
+    # The output appears (atomically) only when the run is complete: a signal that
+    # comes while a finished run exits must not start it again.
+    if [ -e "${OUTPUT}" ]; then
+        echo "$(date -Is) wall time nearly up, but ${OUTPUT} is complete: not requeueing"
+        return
+    fi
     echo "$(date -Is) wall time nearly up: requeueing job ${SLURM_JOB_ID}"
     scontrol requeue "${SLURM_JOB_ID}"
 }
 trap requeue USR1
 
 echo "$(date -Is) job ${SLURM_JOB_ID} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NUM_NODES} node(s)"
+if [ -e "${OUTPUT}" ]; then
+    echo "$(date -Is) ${OUTPUT} is complete (a requeue after the run finished): nothing to do"
+    exit 0
+fi
+# A killed run (requeue, time limit) leaves MPICH's node-shared memory behind, named
+# after the job step; a requeued job keeps its id and numbers its steps from 0 again,
+# so its MPI step would attach to the dead run's segment and fail in MPI_Init. Remove
+# this job's leftovers on every node first (hpc_picard/launch.py).
+srun --overlap --ntasks-per-node=1 --ntasks="${SLURM_JOB_NUM_NODES}" \
+    python -m hpc_picard.launch clean-shm "${SLURM_JOB_ID}"
+# The --mpi plugin must be the PMI of the MPI behind mpi4py (docs/operations.md);
+# without it every task starts as a one-rank world, which picard-sample refuses.
 # srun in the background and `wait`, so that bash runs the trap while srun runs.
-srun --kill-on-bad-exit=1 picard-sample @PICARD_ARGS@ \
+srun @SRUN_MPI@ --kill-on-bad-exit=1 picard-sample @PICARD_ARGS@ \
     --checkpoint "${CHECKPOINT}" --resume --output "${OUTPUT}" --no-progress &
-wait $!
+srun_pid=$!
+# `wait` returns as soon as a trapped signal arrives: wait again while srun runs (a
+# USR1 after the run finished requeues nothing, and the job keeps srun's status).
+while :; do
+    status=0
+    wait "${srun_pid}" || status=$?
+    kill -0 "${srun_pid}" 2> /dev/null || break
+done
+exit "${status}"

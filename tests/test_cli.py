@@ -45,7 +45,8 @@ def test_output_layout(tmp_path):
         assert fh.attrs["n_ranks"] == 1
         st = fh["stats"]
         assert st.attrs["rounds"] == st["sweeps_per_block"][()].sum()
-        assert st.attrs["evaluations"] == 8 * st.attrs["rounds"]
+        # at most 8 slices per sweep: exact and converged slices are not re-evaluated
+        assert st.attrs["rounds"] <= st.attrs["evaluations"] < 8 * st.attrs["rounds"]
         assert st.attrs["wall_time"] > 0
         assert st["residual_per_block"].shape == (4,)
         assert "kl_gaussian_fit" in st.attrs and "spectrum_rel_error" in st

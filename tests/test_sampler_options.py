@@ -87,8 +87,9 @@ def test_dry_run_bounds_hold_for_the_run(sampler, tol):
 
 def test_dry_run_counts_the_corrector_and_the_window():
     ode = make_plan(RunConfig(**SMALL, sampler="piadm-ode", tol=0.0), 1)
-    # 2 blocks x (4 predictor sweeps of 6 slices + 3 corrector sweeps of 3 slices)
-    assert (ode["rounds"], ode["evaluations_per_sample"]) == (2 * (4 + 3), 2 * (4 * 6 + 3 * 3))
+    # 2 blocks x (4 predictor sweeps of 6 slices + 3 corrector sweeps of 3 slices);
+    # sweep k scores only the slices not yet exact (k-1 of them are): 6+5+4+3 and 3+2+1
+    assert (ode["rounds"], ode["evaluations_per_sample"]) == (2 * (4 + 3), 2 * (18 + 6))
     assert not ode["early_stopping"]
     assert "4 per block + 3 corrector sweeps of 3 slices" in format_plan(ode)
     para = make_plan(RunConfig(**SMALL, sampler="paradigms"), 2)

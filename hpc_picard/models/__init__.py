@@ -20,7 +20,7 @@ def model_dim(config) -> int | None:
     kind = model_kind(config.model)
     if kind == "analytic":
         return None
-    if config.model == "digits":
+    if config.model in ("digits", "digits-cond"):
         from .digits import DigitsModel
         return DigitsModel.dim
     if kind == "diffusers":
@@ -74,9 +74,10 @@ def build_model(config, device: str = "cpu"):
     if config.model == "gmm":
         return GaussianMixture(dim, components=config.gmm_components,
                                std=config.gmm_std, radius=config.gmm_radius, seed=config.seed)
-    if config.model == "digits":
+    if config.model in ("digits", "digits-cond"):
         from .digits import DigitsModel
-        return DigitsModel(device=device, max_batch=config.max_batch)
+        return DigitsModel(device=device, max_batch=config.max_batch,
+                           conditional=config.model == "digits-cond")
     if kind == "diffusers":
         from .diffusers_models import load_diffusers, spec_path
         return load_diffusers(spec_path(config.model), device=device, max_batch=config.max_batch)

@@ -7,7 +7,11 @@ A score model is anything with
                                    returns grad log p_t(x), shape (B, d), dtype of x
 
 in the project's clock (docs/method.md): forward time t, p_t the law of the
-unit-rate OU process started from the data. Analytic targets also know their exact
+unit-rate OU process started from the data.
+
+A conditional model also has ``num_classes`` > 0 and takes ``score(x, t, cond)``:
+cond (B,) int64 holds each row's class label, -1 for "no label" (the unconditional
+score); cond None means no labels at all (hpc_picard.conditioning). Analytic targets also know their exact
 marginals and can score a batch of samples against them.
 """
 from __future__ import annotations
@@ -20,8 +24,10 @@ class ScoreModel:
 
     name = "model"
     dim: int
+    #: class labels the model is conditioned on (0: an unconditional model)
+    num_classes: int = 0
 
-    def score(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:  # pragma: no cover
+    def score(self, x: np.ndarray, t: np.ndarray, cond=None) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
     def parameters(self) -> dict:
@@ -46,9 +52,11 @@ class AdoptedModel(ScoreModel):
         self.inner = inner
         self.dim = checked_dim(inner.dim, type(inner).__name__)
         self.name = str(getattr(inner, "name", type(inner).__name__))
+        # a class attribute here, so __getattr__ would not reach the object's own
+        self.num_classes = int(getattr(inner, "num_classes", 0) or 0)
 
-    def score(self, x, t):
-        return self.inner.score(x, t)
+    def score(self, x, t, cond=None):
+        return self.inner.score(x, t) if cond is None else self.inner.score(x, t, cond=cond)
 
     def parameters(self) -> dict:
         own = getattr(self.inner, "parameters", None)

@@ -13,6 +13,11 @@ interpolates the discrete schedule to the project's continuous clock, and
 :class:`~hpc_picard.models.torch_models.NetworkScoreModel` turns the prediction into a
 score. The sampler's own grid decides where the network is evaluated; the scheduler's
 step rule is not used.
+
+Class-conditional UNets (``num_class_embeds`` = C + 1 in the UNet's config) are read as
+C classes 0 .. C-1 plus the null class C, the last embedding, which the network was
+trained on for dropped labels (the classifier-free guidance recipe, as in DiT): the
+labels of ``--labels`` go to the UNet as ``class_labels``, and "no label" as C.
 """
 from __future__ import annotations
 
@@ -76,13 +81,13 @@ def schedule_from_config(config_file: str) -> tuple:
 
 
 class _UNetCall:
-    """Calls a UNet2DModel as network(x, timestep) and returns the plain tensor."""
+    """Calls a UNet2DModel as network(x, timestep[, labels]) and returns the plain tensor."""
 
     def __init__(self, unet):
         self.unet = unet
 
-    def __call__(self, x, timestep):
-        return self.unet(x, timestep, return_dict=False)[0]
+    def __call__(self, x, timestep, labels=None):
+        return self.unet(x, timestep, class_labels=labels, return_dict=False)[0]
 
 
 def load_diffusers(path: str, device: str = "cpu", max_batch: int = 0) -> NetworkScoreModel:
@@ -98,9 +103,14 @@ def load_diffusers(path: str, device: str = "cpu", max_batch: int = 0) -> Networ
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size,) * 2
     shape = (cfg.in_channels,) + tuple(int(s) for s in size)
+    classes = int(cfg.num_class_embeds or 0) - 1      # the last embedding is the null class
+    if classes < 1 and cfg.num_class_embeds:
+        raise ValueError(f"{path}: num_class_embeds = {cfg.num_class_embeds} leaves no class "
+                         "besides the null class (the last embedding)")
     model = NetworkScoreModel(_UNetCall(unet), shape, prediction=prediction, clock=schedule,
                               device=device, max_batch=max_batch, dtype=unet.dtype,
-                              name=PREFIX + path)
+                              name=PREFIX + path, num_classes=max(classes, 0),
+                              null_label=classes if classes > 0 else None)
     model.unet = unet
     return model
 

@@ -30,6 +30,8 @@ from .torch_models import NetworkScoreModel, _torch
 SIDE = 8
 DIM = SIDE * SIDE
 WEIGHTS = os.path.join(os.path.dirname(__file__), "data", "digits_unet.pt")
+COND_WEIGHTS = os.path.join(os.path.dirname(__file__), "data", "digits_cond_unet.pt")
+NUM_CLASSES = 10
 
 
 def load_real_digits() -> tuple:
@@ -39,8 +41,13 @@ def load_real_digits() -> tuple:
     return data.data.astype(np.float64) / 8.0 - 1.0, data.target.astype(np.int64)
 
 
-def build_network(width: int = 16):
-    """A fresh DigitsUNet (torch imported here, so the module imports without it)."""
+def build_network(width: int = 16, num_classes: int = 0):
+    """A fresh DigitsUNet (torch imported here, so the module imports without it).
+
+    num_classes > 0 makes it class-conditional: a label embedding with one extra row,
+    the null class ``num_classes``, is added to the time embedding; the null class is
+    what the network was trained on for dropped labels, its unconditional score.
+    """
     torch = _torch()
     nn = torch.nn
 
@@ -73,16 +80,20 @@ def build_network(width: int = 16):
             return h + self.skip(x)
 
     class DigitsUNet(nn.Module):
-        """eps(x, t): x (B, 1, 8, 8), t (B,) forward time -> (B, 1, 8, 8)."""
+        """eps(x, t, labels): x (B, 1, 8, 8), t (B,) forward time, labels (B,) int64 in
+        0..num_classes-1, or -1 / None for none (the null class) -> (B, 1, 8, 8)."""
 
         sample_shape = (1, SIDE, SIDE)
         prediction = "epsilon"
 
-        def __init__(self, width):
+        def __init__(self, width, num_classes):
             super().__init__()
             w, emb = width, 4 * width
             self.width = width
+            self.num_classes = num_classes
             self.embed = TimeEmbedding(w)
+            if num_classes:
+                self.label_embed = nn.Embedding(num_classes + 1, emb)
             self.conv_in = nn.Conv2d(1, w, 3, padding=1)
             self.down1 = ResBlock(w, w, emb)                          # 8x8
             self.pool1 = nn.Conv2d(w, 2 * w, 3, stride=2, padding=1)  # -> 4x4
@@ -94,8 +105,13 @@ def build_network(width: int = 16):
             self.norm_out = nn.GroupNorm(8, w)
             self.conv_out = nn.Conv2d(w, 1, 3, padding=1)
 
-        def forward(self, x, t):
+        def forward(self, x, t, labels=None):
             e = self.embed(t)
+            if self.num_classes:
+                if labels is None:
+                    labels = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+                labels = torch.where(labels < 0, self.num_classes, labels)
+                e = e + self.label_embed(labels)
             h1 = self.down1(self.conv_in(x), e)
             h2 = self.down2(self.pool1(h1), e)
             h = self.mid(self.pool2(h2), e)
@@ -105,7 +121,7 @@ def build_network(width: int = 16):
             h = self.up1(torch.cat([h, h1], dim=1), e)
             return self.conv_out(torch.nn.functional.silu(self.norm_out(h)))
 
-    return DigitsUNet(width)
+    return DigitsUNet(width, num_classes)
 
 
 def load_network(path: str = WEIGHTS, device: str = "cpu"):
@@ -115,31 +131,36 @@ def load_network(path: str = WEIGHTS, device: str = "cpu"):
         raise FileNotFoundError(f"digits weights {path} are missing: run drivers/train_digits.py")
     state = torch.load(path, map_location=device, weights_only=True)
     width = int(state.pop("width").item()) if "width" in state else 16
-    net = build_network(width)
+    num_classes = int(state.pop("num_classes").item()) if "num_classes" in state else 0
+    net = build_network(width, num_classes)
     net.load_state_dict(state)
     return net.to(device).eval()
 
 
 class DigitsModel(NetworkScoreModel):
-    """``--model digits``: the shipped U-Net as a score model (d = 64)."""
+    """``--model digits``: the shipped U-Net as a score model (d = 64); ``--model
+    digits-cond`` (``conditional=True``): the class-conditional one, labels 0..9."""
 
     name = "digits"
     image_shape = (SIDE, SIDE)
     #: fixed by the network; known before its weights load (dry runs, --dim checks)
     dim = DIM
 
-    def __init__(self, device: str = "cpu", max_batch: int = 0, weights: str = WEIGHTS):
+    def __init__(self, device: str = "cpu", max_batch: int = 0, weights: str | None = None,
+                 conditional: bool = False):
+        weights = weights or (COND_WEIGHTS if conditional else WEIGHTS)
         net = load_network(weights, device)
         super().__init__(net, net.sample_shape, prediction="epsilon", device=device,
-                         max_batch=max_batch, name="digits")
+                         max_batch=max_batch, name="digits-cond" if net.num_classes else "digits",
+                         num_classes=net.num_classes)
         self.weights = weights
 
     def parameters(self) -> dict:
         return {**super().parameters(), "weights": os.path.basename(self.weights)}
 
-    def accuracy(self, samples, t, seed):
+    def accuracy(self, samples, t, seed, labels=None):
         """Quality figures of generated digits (see :class:`DigitsQuality`)."""
-        return DigitsQuality.shared().evaluate(samples)
+        return DigitsQuality.shared().evaluate(samples, labels)
 
 
 class DigitsQuality:
@@ -190,14 +211,27 @@ class DigitsQuality:
         clf = self.classifier
         return np.maximum(np.asarray(images, dtype=np.float64) @ clf.coefs_[0] + clf.intercepts_[0], 0.0)
 
-    def evaluate(self, samples) -> dict:
+    def evaluate(self, samples, labels=None) -> dict:
+        """The figures (class docstring); with the labels the samples were asked for,
+        also label_accuracy (the fraction the classifier assigns to its label) and
+        label_accuracy_per_class (NaN for a label no sample asked for)."""
         x = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0)
         prob = self.classifier.predict_proba(x)
-        counts = np.bincount(prob.argmax(axis=1), minlength=10)
+        predicted = prob.argmax(axis=1)
+        counts = np.bincount(predicted, minlength=10)
         freq = counts / counts.sum()
         nz = freq[freq > 0]
         feats = self.features(x)
+        extra = {}
+        if labels is not None:
+            labels = np.asarray(labels)
+            hit = predicted == labels
+            extra = {"label_accuracy": float(hit.mean()),
+                     "label_accuracy_per_class": np.array(
+                         [hit[labels == c].mean() if (labels == c).any() else np.nan
+                          for c in range(NUM_CLASSES)])}
         return {
+            **extra,
             "classifier_confidence": float(prob.max(axis=1).mean()),
             "class_balance": float(-(nz * np.log(nz)).sum() / np.log(10)),
             "frechet_distance": float(frechet_distance(feats, mean=self.real_mean, cov=self.real_cov)),

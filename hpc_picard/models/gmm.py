@@ -7,6 +7,11 @@ N(e^{-t} mu_c, v_t I) with v_t = std^2 e^{-2t} + 1 - e^{-2t}, and
     s(x, t) = -(x - sum_c w_c(x) e^{-t} mu_c) / v_t,   w = softmax_c(-|x - e^{-t} mu_c|^2 / (2 v_t)),
 
 with the softmax taken by log-sum-exp in float64, whatever the input dtype.
+
+It is also an exact class-conditional target: label c is component c, and
+s(x, t | c) = -(x - e^{-t} mu_c) / v_t, while label -1 (none) gives the mixture's
+score above. Guidance with scale w then samples exactly known tilted targets, which
+the conditional tests use.
 """
 from __future__ import annotations
 
@@ -44,6 +49,10 @@ class GaussianMixture(AnalyticTarget):
     def components(self) -> int:
         return len(self.weights)
 
+    @property
+    def num_classes(self) -> int:
+        return self.components
+
     def parameters(self) -> dict:
         return {"means": self.means, "weights": self.weights, "std": self.std,
                 "radius": self.radius}
@@ -68,11 +77,16 @@ class GaussianMixture(AnalyticTarget):
         w = np.exp(logits)
         return w / w.sum(axis=1, keepdims=True)
 
-    def score(self, x, t):
+    def score(self, x, t, cond=None):
         x = np.asarray(x)
         x64 = x.astype(np.float64, copy=False)
         t64 = np.asarray(t, dtype=np.float64).reshape(-1, 1)
         w = self.posterior(x64, t64)
+        if cond is not None:
+            # a labelled row knows its component: its responsibilities are one-hot
+            cond = np.asarray(cond)
+            labelled = cond >= 0
+            w[labelled] = np.eye(self.components)[cond[labelled]]
         mean = np.exp(-t64) * (w @ self.means)
         return (-(x64 - mean) / self._variance(t64)).astype(x.dtype, copy=False)
 
@@ -93,7 +107,7 @@ class GaussianMixture(AnalyticTarget):
                             self.components - 1)
         return np.exp(-t) * self.means[labels] + np.sqrt(self._variance(t)) * z
 
-    def accuracy(self, samples, t, seed, projections: int = 256):
+    def accuracy(self, samples, t, seed, projections: int = 256, labels=None):
         """Figures against p_t (t = delta for a finished run).
 
         weight_error: total-variation distance between the equal component weights and
@@ -101,16 +115,20 @@ class GaussianMixture(AnalyticTarget):
         sliced_wasserstein: sliced 2-Wasserstein distance to as many exact samples of
             p_t, over ``projections`` random directions (fixed seed);
         sliced_wasserstein_floor: the same distance between two independent exact sets,
-            the statistical floor of the figure.
+            the statistical floor of the figure;
+        label_accuracy (with ``labels``, a conditional run): the fraction of samples
+            whose most likely component is their label.
         """
         samples = np.asarray(samples, dtype=np.float64)
-        labels = self.posterior(samples, np.full(len(samples), t)).argmax(axis=1)
-        freq = np.bincount(labels, minlength=self.components) / len(samples)
+        nearest = self.posterior(samples, np.full(len(samples), t)).argmax(axis=1)
+        freq = np.bincount(nearest, minlength=self.components) / len(samples)
         exact = self.exact_samples(len(samples), t, seed)
         exact2 = self.exact_samples(2 * len(samples), t, seed + 1)[len(samples):]
         dirs = noise.gaussian(seed, noise.STREAM_REFERENCE, 1, 0, np.arange(projections), self.dim)
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        extra = {} if labels is None else {"label_accuracy": float(np.mean(nearest == np.asarray(labels)))}
         return {
+            **extra,
             "weight_error": float(0.5 * np.abs(freq - self.weights).sum()),
             "component_fractions": freq,
             "sliced_wasserstein": sliced_wasserstein(samples, exact, dirs),

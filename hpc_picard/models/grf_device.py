@@ -24,6 +24,8 @@ class DeviceGaussianRandomField(GaussianRandomField):
         self.xp = xp
         # _eig_half is a strided view of the full spectrum: copy it contiguous first
         self._eig_half_xp = xp.asarray(np.ascontiguousarray(self._eig_half))
+        #: the sweep engine keeps this model's states as cupy arrays on a GPU (arrays.py)
+        self.array_backend = "numpy" if xp is np else "cupy"
 
     def preferred_batch(self) -> int:
         """Rows per call: on a GPU half the free memory over the per-row footprint of
@@ -35,17 +37,24 @@ class DeviceGaussianRandomField(GaussianRandomField):
         return max(1, devices.gpu_memory_budget(free, GPU_MEMORY_FRACTION) // (6 * 8 * self.dim))
 
     def score(self, x, t):
-        """x: (B, d) host array, t: (B,) forward times -> (B, d) host array, x's dtype."""
+        """x: (B, d) host array, t: (B,) forward times -> (B, d) host array, x's dtype;
+        an xp (cupy) array in, an xp array out (the engine's states stay on the GPU)."""
         xp, n = self.xp, self.n
+        if xp is not np and isinstance(x, xp.ndarray):
+            return self._filter(x.astype(xp.float64, copy=False), t).astype(x.dtype, copy=False)
         x = np.asarray(x)
-        xd = xp.asarray(x, dtype=xp.float64).reshape(-1, n, n)
+        s = self._filter(xp.asarray(x, dtype=xp.float64), t)
+        return devices.to_host(s).astype(x.dtype, copy=False)
+
+    def _filter(self, xd, t):
+        """The score on xp: xd (B, d) float64 on the device -> (B, d) float64."""
+        xp, n = self.xp, self.n
         td = xp.asarray(np.ascontiguousarray(np.broadcast_to(np.asarray(t, dtype=np.float64),
-                                                             (x.shape[0],))))
+                                                             (xd.shape[0],))))
         level = xp.exp(-2.0 * td)[:, None, None]
         # 1 - e^{-2t} as expm1, like the numpy reference: near t = delta the plain
         # difference loses digits, and the two must agree to 1e-12 (tests/gpu)
         variance = -xp.expm1(-2.0 * td)[:, None, None]
-        f = xp.fft.rfft2(xd, norm="ortho")
+        f = xp.fft.rfft2(xd.reshape(-1, n, n), norm="ortho")
         f /= self._eig_half_xp[None] * level + variance
-        s = xp.fft.irfft2(f, s=(n, n), norm="ortho")
-        return devices.to_host(-s).reshape(x.shape).astype(x.dtype, copy=False)
+        return -xp.fft.irfft2(f, s=(n, n), norm="ortho").reshape(xd.shape)

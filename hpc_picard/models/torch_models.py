@@ -128,13 +128,19 @@ class NetworkScoreModel(ScoreModel):
     prediction: what the network returns (module docstring);
     device:     torch device string ("cpu", "cuda:0");
     max_batch:  rows per network call (0: automatic, see :meth:`preferred_batch`);
-    dtype:      the network's floating type (default: its parameters' dtype, float32).
+    dtype:      the network's floating type (default: its parameters' dtype, float32);
+    num_classes: > 0 for a class-conditional network, always called as
+                ``network(x, time, labels)`` with labels a long tensor (B,)
+                (hpc_picard.conditioning); otherwise as network(x, time);
+    null_label: the network's own index of "no label", which the project's -1 is
+                mapped to (None: -1 is passed through, the network maps it itself).
     """
 
     name = "network"
 
     def __init__(self, network, shape, prediction: str = "score", clock: VPSchedule | None = None,
-                 device: str = "cpu", max_batch: int = 0, dtype=None, name: str | None = None):
+                 device: str = "cpu", max_batch: int = 0, dtype=None, name: str | None = None,
+                 num_classes: int = 0, null_label: int | None = None):
         torch = _torch()
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
@@ -144,6 +150,8 @@ class NetworkScoreModel(ScoreModel):
         self.clock = clock
         self.device = torch.device(device)
         self.max_batch = int(max_batch)
+        self.num_classes = int(num_classes)
+        self.null_label = null_label
         if name is not None:
             self.name = name
         if isinstance(network, torch.nn.Module):
@@ -161,6 +169,8 @@ class NetworkScoreModel(ScoreModel):
     def parameters(self) -> dict:
         out = {"network": type(self.network).__name__, "prediction": self.prediction,
                "device": str(self.device), "shape": np.array(self.shape, dtype=np.int64)}
+        if self.num_classes:
+            out["num_classes"] = self.num_classes
         if self.clock is not None:
             out["alphas_cumprod"] = self.clock.alphas_cumprod
         return out
@@ -197,25 +207,54 @@ class NetworkScoreModel(ScoreModel):
                 return sum(p.numel() for p in candidate.parameters())
         return 1
 
-    def score(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Scores at x (B, d) and forward times t (B,): numpy in, numpy out (x's dtype)."""
+    #: the sweep engine keeps this model's states as torch tensors (arrays.py)
+    array_backend = "torch"
+
+    @property
+    def torch_device(self) -> str:
+        return str(self.device)
+
+    def score(self, x, t, cond=None):
+        """Scores at x (B, d) and forward times t (B,): numpy in, numpy out (x's dtype);
+        a torch tensor in, a tensor out on its device (the sweep engine's torch arrays
+        stay where they are). cond: (B,) class labels (-1: none) of a conditional
+        network, or None."""
+        if type(x).__module__.startswith("torch"):
+            return self._score_tensor(x, t, cond)
         x = np.asarray(x)
         t = np.broadcast_to(np.asarray(t, dtype=np.float64), (x.shape[0],))
         out = np.empty(x.shape, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
         rows = self.preferred_batch()
         for lo in range(0, x.shape[0], rows):
-            out[lo:lo + rows] = self._score_chunk(x[lo:lo + rows], t[lo:lo + rows])
+            labels = None if cond is None else cond[lo:lo + rows]
+            out[lo:lo + rows] = self._score_chunk(x[lo:lo + rows], t[lo:lo + rows], labels)
         return out
 
-    def _score_chunk(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def _labels(self, cond):
+        """The network's label tensor for the project's labels (-1: none)."""
+        torch = _torch()
+        labels = np.asarray(cond, dtype=np.int64)
+        if self.null_label is not None:
+            labels = np.where(labels < 0, self.null_label, labels)
+        return torch.as_tensor(labels, device=self.device)
+
+    def _call_network(self, xs, ts, cond):
+        """The network's raw output for a chunk; cond: (rows,) labels or None."""
+        if not self.num_classes:
+            raw = self.network(xs, ts)
+        else:       # no labels: every row unconditional (the network's null class)
+            labels = np.full(xs.shape[0], -1) if cond is None else cond
+            raw = self.network(xs, ts, self._labels(labels))
+        return getattr(raw, "sample", raw)
+
+    def _score_chunk(self, x: np.ndarray, t: np.ndarray, cond=None) -> np.ndarray:
         torch = _torch()
         with torch.no_grad():
             xs = torch.as_tensor(np.ascontiguousarray(x), device=self.device).to(self.torch_dtype)
             xs = xs.reshape((x.shape[0],) + self.shape)
             clock = t if self.clock is None else self.clock.timestep(t)
             ts = torch.tensor(np.array(clock, dtype=np.float64), device=self.device, dtype=self.torch_dtype)
-            raw = self.network(xs, ts)
-            raw = getattr(raw, "sample", raw)
+            raw = self._call_network(xs, ts, cond)
             if tuple(raw.shape) != tuple(xs.shape):
                 raise ValueError(f"network returned shape {tuple(raw.shape)} for input "
                                  f"{tuple(xs.shape)}; a score model must keep the shape")
@@ -225,20 +264,50 @@ class NetworkScoreModel(ScoreModel):
             raw = raw.reshape(x.shape[0], -1).double().cpu().numpy()
         return prediction_to_score(raw, np.asarray(x, dtype=np.float64), t, self.prediction)
 
+    def _score_tensor(self, x, t, cond=None):
+        """The tensor path of :meth:`score`: float64 conversion on the model's device."""
+        torch = _torch()
+        t = np.broadcast_to(np.asarray(t, dtype=np.float64), (x.shape[0],))
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        rows = self.preferred_batch()
+        with torch.no_grad():
+            for lo in range(0, x.shape[0], rows):
+                part = x[lo:lo + rows]
+                xs = part.to(self.device, self.torch_dtype).reshape((part.shape[0],) + self.shape)
+                clock = t[lo:lo + rows] if self.clock is None else self.clock.timestep(t[lo:lo + rows])
+                ts = torch.tensor(np.array(clock, dtype=np.float64), device=self.device,
+                                  dtype=self.torch_dtype)
+                labels = None if cond is None else np.asarray(cond)[lo:lo + rows]
+                raw = self._call_network(xs, ts, labels)
+                if tuple(raw.shape) != tuple(xs.shape):
+                    raise ValueError(f"network returned shape {tuple(raw.shape)} for input "
+                                     f"{tuple(xs.shape)}; a score model must keep the shape")
+                times = torch.as_tensor(np.array(t[lo:lo + rows]), device=self.device)
+                out[lo:lo + rows] = prediction_to_score(
+                    raw.reshape(part.shape[0], -1).double(), part.to(self.device).double(),
+                    times, self.prediction).to(x.device)
+        return out
 
-def prediction_to_score(raw: np.ndarray, x: np.ndarray, t: np.ndarray, prediction: str) -> np.ndarray:
-    """A network's raw output (B, d) at states x (B, d), forward times t (B,) -> score."""
+
+def prediction_to_score(raw, x, t, prediction: str):
+    """A network's raw output (B, d) at states x (B, d), forward times t (B,) -> score.
+    numpy arrays, or torch tensors on one device (then computed in torch)."""
     if prediction == "score":
         return raw
-    t = np.asarray(t, dtype=np.float64)[:, None]
-    var = -np.expm1(-2.0 * t)                 # 1 - e^{-2t}
+    xp = np
+    if type(raw).__module__.startswith("torch"):
+        xp = _torch()
+        t = xp.as_tensor(t, dtype=xp.float64, device=raw.device)[:, None]
+    else:
+        t = np.asarray(t, dtype=np.float64)[:, None]
+    var = -xp.expm1(-2.0 * t)                 # 1 - e^{-2t}
     if prediction == "epsilon":
-        return -raw / np.sqrt(var)
+        return -raw / xp.sqrt(var)
     if prediction == "sample":
-        return -(x - np.exp(-t) * raw) / var
+        return -(x - xp.exp(-t) * raw) / var
     if prediction == "v_prediction":
-        eps = np.exp(-t) * raw + np.sqrt(var) * x
-        return -eps / np.sqrt(var)
+        eps = xp.exp(-t) * raw + xp.sqrt(var) * x
+        return -eps / xp.sqrt(var)
     raise ValueError(f"unknown prediction {prediction!r}")
 
 
@@ -278,7 +347,9 @@ def as_score_model(obj, dim: int | None = None, device: str = "cpu", max_batch: 
     - a :class:`ScoreModel` (anything with ``dim`` and ``score``): through
       :func:`~hpc_picard.models.base.score_model`;
     - a ``torch.nn.Module``: a score network on (x, t) in the project's clock, with the
-      state layout from its ``sample_shape`` attribute if present, else (d,);
+      state layout from its ``sample_shape`` attribute if present, else (d,); with a
+      ``num_classes`` attribute > 0 it is class-conditional, called as (x, t, labels),
+      labels -1 for none;
     - a plain callable: ``score(x, t)`` on numpy arrays; needs ``dim``.
     """
     if hasattr(obj, "score") and hasattr(obj, "dim"):
@@ -294,7 +365,8 @@ def as_score_model(obj, dim: int | None = None, device: str = "cpu", max_batch: 
             raise ValueError("a torch module needs a sample_shape attribute or --dim")
         prediction = getattr(obj, "prediction", "score")
         return NetworkScoreModel(obj, shape, prediction=prediction, device=device,
-                                 max_batch=max_batch, name=name)
+                                 max_batch=max_batch, name=name,
+                                 num_classes=int(getattr(obj, "num_classes", 0) or 0))
     if callable(obj):
         if not dim:
             raise ValueError("a plain score function needs --dim")

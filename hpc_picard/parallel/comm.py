@@ -61,6 +61,58 @@ class Communicator:
             return array, False
         return np.ascontiguousarray(devices.to_host(array)), True
 
+    def _readable(self, array, role: str):
+        """A buffer MPI may read holding ``array``: host memory as it is (numpy, CPU
+        tensors, zero-copy), device memory directly where MPI is GPU-aware, else a
+        copy in a host staging buffer kept for the next call (pinned where the array
+        library can pin it)."""
+        host = _host_view(array)
+        if host is not None:
+            return host
+        from .. import devices
+        devices.synchronize(array)
+        if self.cuda_aware:
+            return array
+        buffer = self._staging(role, tuple(array.shape), array.dtype)
+        _copy_to_host(array, buffer)
+        return buffer
+
+    def _writable(self, array, role: str):
+        """(buffer MPI may write, staging buffer to copy back to ``array`` or None)."""
+        host = _host_view(array)
+        if host is not None:
+            return host, None
+        if self.cuda_aware:
+            from .. import devices
+            devices.synchronize(array)
+            return array, None
+        buffer = self._staging(role, tuple(array.shape), array.dtype)
+        return buffer, buffer
+
+    def _staging(self, role: str, shape: tuple, dtype):
+        """A host buffer per (role, shape, dtype), allocated once, pinned if possible."""
+        cache = self.__dict__.setdefault("_staging_buffers", {})
+        key = (role, shape, str(dtype))
+        if key not in cache:
+            cache[key] = _pinned_empty(shape, dtype)
+        return cache[key]
+
+    def exscan_sum_into(self, local, out):
+        """Exclusive prefix sum over ranks of ``local`` into ``out`` (same shape and
+        float dtype, numpy, torch or cupy); zeros on rank 0. No allocation per call:
+        what a sweep sends is its rank's block total, every sweep."""
+        if self.size == 1:
+            out[...] = 0
+            return out
+        send = self._readable(local, "exscan-send")
+        recv, staged = self._writable(out, "exscan-recv")
+        self._timed(self.comm.Exscan, send, recv, MPI.SUM)
+        if self.rank == 0:          # MPI leaves rank 0's receive buffer undefined
+            recv[...] = 0
+        if staged is not None:
+            _copy_from_host(staged, out)
+        return out
+
     @staticmethod
     def _from_buffer(result, template, staged: bool):
         if not staged:
@@ -127,6 +179,42 @@ class Communicator:
     def allreduce_min(self, value: float) -> float:
         return self._allreduce_scalar(value, MPI.MIN)
 
+    def sweep_verdict(self, largest: float, first_failing: int) -> tuple:
+        """(max of ``largest``, min of ``first_failing``) over every rank, in one
+        Allreduce: the convergence verdict of a Picard sweep (largest residual, first
+        window position that failed the tolerance)."""
+        if self.size == 1:
+            return float(largest), int(first_failing)
+        buf = np.array([largest, -float(first_failing)], dtype=np.float64)
+        out = np.empty(2, dtype=np.float64)
+        self._timed(self.comm.Allreduce, buf, out, MPI.MAX)
+        return float(out[0]), int(-out[1])
+
+    def move_rows(self, send, recv, plan) -> int:
+        """Rows (axis 0) between ranks, one Alltoallv: returns the rows received.
+
+        ``plan`` = (sends, receives), each a list over ranks of (first row, count) in
+        ``send`` / ``recv``; received rows from all peers must be contiguous from row 0
+        (as the sliding window's moves are). numpy or device arrays (staged).
+        """
+        sends, receives = plan
+        received = sum(count for _, count in receives)
+        if self.size == 1:
+            (first, count), = sends
+            recv[:count] = send[first:first + count]
+            return received
+        row = int(np.prod(tuple(send.shape[1:]), dtype=np.int64))
+        host_send = self._readable(send, "rows-send")
+        host_recv, staged = self._writable(recv, "rows-recv")
+        counts = lambda plan: np.array([c * row for _, c in plan], dtype=np.int64)   # noqa: E731
+        displs = lambda plan: np.array([f * row for f, _ in plan], dtype=np.int64)   # noqa: E731
+        self._timed(self.comm.Alltoallv,
+                    [_flat(host_send), (counts(sends), displs(sends))],
+                    [_flat(host_recv), (counts(receives), displs(receives))])
+        if staged is not None:
+            _copy_from_host(staged[:received], recv[:received])
+        return received
+
     def allgather_rows(self, local: np.ndarray, counts) -> np.ndarray:
         """Concatenate every rank's float64 rows (axis 0) on every rank, in rank order.
 
@@ -188,7 +276,19 @@ class Communicator:
             self._timed(self.comm.Barrier)
 
     def split(self, color: int, key: int) -> "Communicator":
+        """A new communicator per color (ranks ordered by key); :meth:`free` it."""
         return Communicator(self.comm.Split(color, key), cuda_aware=self.cuda_aware)
+
+    def abort(self, code: int = 1):
+        """End every rank of this communicator's job now (MPI_Abort)."""
+        if self.size > 1:
+            self.comm.Abort(code)
+        os._exit(code)
+
+    def free(self):
+        """Release a communicator this program created (split, duplicated)."""
+        if self.comm not in (MPI.COMM_WORLD, MPI.COMM_SELF, MPI.COMM_NULL):
+            self.comm.Free()
 
     def node_local(self) -> "Communicator":
         """The ranks of this communicator that share this rank's node (memory domain).
@@ -202,34 +302,66 @@ class Communicator:
                             cuda_aware=self.cuda_aware)
 
 
-class GroupCommunicator(Communicator):
-    """The time communicator of one sample group whose max-reductions span every group.
+def _flat(array):
+    """A 1-D view of a contiguous buffer for the vector (v) collectives."""
+    return array.reshape(-1)
 
-    Samplers decide when a block's sweeps stop (and whether they diverge) with
-    ``allreduce_max`` of their residuals, and ParaDiGMS where its window slides with
-    ``allreduce_min``. Reducing that over all groups, not just this
-    one, makes every group stop at the same sweep with the verdict a single rank would
-    reach on the whole batch, so the samples do not depend on how the ranks are split
-    into sample groups. All other collectives stay inside the group.
-    """
 
-    def __init__(self, comm, verdicts: Communicator, cuda_aware: bool = False):
-        super().__init__(comm, cuda_aware)
-        self.verdicts = verdicts
+def _host_view(array):
+    """A numpy view of host memory (numpy arrays, CPU torch tensors), else None."""
+    if isinstance(array, np.ndarray):
+        return array
+    if type(array).__module__.startswith("torch") and array.device.type == "cpu":
+        return array.detach().numpy()
+    return None
 
-    def allreduce_max(self, value: float) -> float:
-        return self.verdicts.allreduce_max(value)
 
-    def allreduce_min(self, value: float) -> float:
-        return self.verdicts.allreduce_min(value)
+def _pinned_empty(shape: tuple, dtype):
+    """A host array in page-locked memory where torch or cupy can provide it (faster,
+    asynchronous device copies), else plain host memory."""
+    module = type(dtype).__module__
+    if module.startswith("torch"):
+        import torch
+        return torch.empty(shape, dtype=dtype, pin_memory=torch.cuda.is_available()).numpy()
+    try:
+        import cupyx
+        return cupyx.empty_pinned(shape, dtype=np.dtype(dtype))
+    except ImportError:
+        return np.empty(shape, dtype=np.dtype(dtype))
 
-    def allreduce_obj_max(self, value):
-        return self.verdicts.allreduce_obj_max(value)
+
+def _copy_to_host(device_array, host: np.ndarray):
+    if type(device_array).__module__.startswith("torch"):
+        import torch
+        torch.from_numpy(host).copy_(device_array)
+    else:
+        device_array.get(out=host)
+
+
+def _copy_from_host(host: np.ndarray, device_array):
+    if type(device_array).__module__.startswith("torch"):
+        import torch
+        device_array.copy_(torch.from_numpy(host))
+    else:
+        device_array.set(host)
 
 
 def world() -> Communicator:
-    """The job's world communicator. Only the CLI and drivers call this."""
-    return Communicator(MPI.COMM_WORLD)
+    """A duplicate of the job's world communicator (so that hpc_picard's messages can
+    never match a caller's). Only the CLI and drivers call this."""
+    return Communicator(MPI.COMM_WORLD.Dup())
+
+
+def library_version() -> str:
+    """The MPI library's version string (MPI_Get_library_version)."""
+    return MPI.Get_library_version()
+
+
+def abort(code: int = 1):
+    """End every rank of the job (MPI_Abort on COMM_WORLD), or this process alone."""
+    if MPI.COMM_WORLD.Get_size() > 1:
+        MPI.COMM_WORLD.Abort(code)
+    os._exit(code)
 
 
 def abort_on_error(exc_type, exc, tb):
@@ -243,9 +375,7 @@ def abort_on_error(exc_type, exc, tb):
     text = "".join(traceback.format_exception(exc_type, exc, tb))
     sys.stderr.write("".join(f"[rank {rank}] {line}\n" for line in text.rstrip().splitlines()))
     sys.stderr.flush()
-    if MPI.COMM_WORLD.Get_size() > 1:
-        MPI.COMM_WORLD.Abort(1)
-    os._exit(1)
+    abort(1)
 
 
 def install_abort_handler():

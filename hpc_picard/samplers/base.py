@@ -9,6 +9,7 @@ import numpy as np
 
 from ..parallel import balanced_range
 from ..errors import ConfigError
+from .engine import BlockSweep
 from .options import Cost
 
 if TYPE_CHECKING:
@@ -63,6 +64,11 @@ class SamplerContext:
     max_batch: the most rows one score call receives (larger batches are chunked);
     on_sweep: called as on_sweep(block_index, sweep, residual) after each Picard sweep
               (progress display, --verbose logs), or None;
+    verdicts: the communicator convergence verdicts reduce over (every sample group,
+              so that all groups sweep alike); None: ``comm``;
+    backend:  the sweep engine's array backend (hpc_picard.arrays); None: numpy;
+    condition: the labels of these samples and the guidance scale
+              (:class:`hpc_picard.conditioning.Condition`), or None: unconditional.
     latency:  an :class:`hpc_picard.emulation.EmulatedLatency` that pads every score
               call to an emulated device's time (--emulate-latency), or None.
     """
@@ -74,7 +80,17 @@ class SamplerContext:
     max_batch: int = 0
     timers: Timers = field(default_factory=Timers)
     on_sweep: object = None
+    condition: object = None
     latency: object = None
+    verdicts: Communicator | None = None
+    backend: object = None
+
+    def __post_init__(self):
+        if self.verdicts is None:
+            self.verdicts = self.comm
+        if self.backend is None:
+            from ..arrays import Backend
+            self.backend = Backend(np)
 
 
 class Sampler:
@@ -156,6 +172,16 @@ class Sampler:
         raise NotImplementedError
 
     # -- helpers ----------------------------------------------------------------------
+    def engine(self, sample_shape: tuple, components: int = 1) -> BlockSweep:
+        """The sweep engine for states of ``components`` x sample_shape, kept from block
+        to block with its work arrays."""
+        key = (tuple(sample_shape), components)
+        engines = self.__dict__.setdefault("_engines", {})
+        if key not in engines:
+            engines[key] = BlockSweep(self.ctx.comm, self.ctx.verdicts, self.ctx.backend,
+                                      self.ctx.dtype, sample_shape, components)
+        return engines[key]
+
     def score(self, states: np.ndarray, times: np.ndarray, block_index: int,
               first_slice: int, out: np.ndarray | None = None) -> np.ndarray:
         """Scores at states of shape (J, S, d), slice j at forward time times[j].
@@ -172,14 +198,7 @@ class Sampler:
         if out is None:
             out = np.empty(states.shape, dtype=states.dtype)
         dest = out.reshape(J * S, d)
-        chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
-        start = time.perf_counter()
-        for i in range(0, J * S, chunk):
-            dest[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
-        if self.ctx.latency is not None:
-            # one emulated device call per batch, whatever the CPU chunking
-            self.ctx.latency.pad(start, J * S)
-        self.ctx.timers.score_seconds += time.perf_counter() - start
+        self._score_rows(flat, t, dest, S)
         finite = np.isfinite(out.reshape(J, -1)).all(axis=1)
         if not finite.all():
             bad = int(np.flatnonzero(~finite)[0])
@@ -187,6 +206,57 @@ class Sampler:
                 f"non-finite score in block {block_index}, slice {first_slice + bad} "
                 f"(forward time t={float(times[bad]):.6g}) on time rank {self.ctx.comm.rank}")
         return out
+
+    def evaluate(self, states, times: np.ndarray, out):
+        """Scores at the engine's states (J, S, d), slice j at forward time times[j],
+        written into ``out`` (an engine buffer of the same shape and backend).
+
+        The model sees its own array type when the engine's backend is that type, and
+        host numpy arrays otherwise (zero-copy views of CPU tensors). Finiteness is
+        checked by the engine on its prefix sums, not here (one pass fewer).
+        """
+        J = states.shape[0]
+        if J == 0:
+            return out
+        be = self.ctx.backend
+        # a conditional call pairs and labels rows on the host (conditioning.Condition)
+        native = (getattr(self.ctx.model, "array_backend", "numpy") == be.name
+                  and be.name != "numpy" and self.ctx.condition is None)
+        x = states if native else be.host_view(states)
+        target = out if native or be.is_host() else np.empty(tuple(out.shape), dtype=self.ctx.dtype)
+        dest = target if native else be.host_view(target) if be.is_host() else target
+        S, d = x.shape[1:]
+        flat, flat_out = x.reshape(J * S, d), dest.reshape(J * S, d)
+        t = np.repeat(np.asarray(times, dtype=np.float64), S)
+        self._score_rows(flat, t, flat_out, S)
+        if target is not out:
+            out[...] = be.asarray(target)
+        return out
+
+    def _score_rows(self, flat, t, flat_out, num_samples: int):
+        """Model calls for rows flat (R, d) at forward times t (R,) into flat_out, in
+        chunks; row i belongs to the rank's sample i % num_samples (its label)."""
+        rows_total, d = flat.shape
+        chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
+        cond = self.ctx.condition
+        start = time.perf_counter()
+        if cond is None:
+            for i in range(0, rows_total, chunk):
+                flat_out[i:i + chunk] = self.ctx.model.score(flat[i:i + chunk], t[i:i + chunk])
+        else:
+            # A guided pair is two network rows: halve the states per call so a call
+            # still holds at most max_batch rows.
+            chunk = max(1, chunk // cond.rows_per_state)
+            for i in range(0, rows_total, chunk):
+                rows = slice(i, i + chunk)
+                owners = np.arange(i, min(i + chunk, rows_total)) % num_samples
+                flat_out[rows] = cond.score(self.ctx.model, flat[rows], t[rows], owners)
+        if self.ctx.latency is not None:
+            # one emulated device call per batch, whatever the CPU chunking; a guided
+            # pair is two network rows
+            network_rows = rows_total * (1 if cond is None else cond.rows_per_state)
+            self.ctx.latency.pad(start, network_rows)
+        self.ctx.timers.score_seconds += time.perf_counter() - start
 
     def auto_chunk(self, dim: int) -> int:
         """Rows per score call when --max-batch is 0.

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import noise
-from ..parallel import balanced_range
 from ..process import step_noise_scale
 
 #: the corrector's slice length is at most this times sqrt(t) (see the module docstring)
@@ -114,45 +113,32 @@ class LangevinCorrector:
     def run(self, sampler, block, x_in: np.ndarray):
         """Correct the block-end state x_in, shape (S, d), same on every time rank.
 
-        Returns (corrected X, shape (S, d) in float64, identical on every rank; sweeps).
+        Returns (corrected X, shape (S, d), identical on every rank; sweeps; score
+        evaluations per sample). The sweeps are the engine's (engine.py) on (X, V)
+        pairs: 2 components, the score evaluated at X.
         """
         ctx = sampler.ctx
-        comm = ctx.comm
         t = float(block.times[-1])
         sl = self.slices_at(t)
-        lo, hi = balanced_range(self.steps, comm.size, comm.rank)
-        owned = hi - lo
         S, d = x_in.shape
+        engine = sampler.engine((S, d), components=2)
+        lo, hi = engine.assign(self.steps)
         # w_j: 2d unit normals per slice and sample, the first d for X, the last d for V.
         zeta = noise.gaussian_slices(ctx.seed, noise.STREAM_CORRECTOR, block.index,
-                                     range(lo, hi), ctx.samples, 2 * d).reshape(owned, S, 2, d)
+                                     range(lo, hi), ctx.samples, 2 * d).reshape(hi - lo, S, 2, d)
         fixed = np.einsum("jab,jsbd->jasd", sl.noise[lo:hi], zeta)          # (owned, 2, S, d)
         z0 = np.stack([np.asarray(x_in, dtype=np.float64),
                        noise.gaussian(ctx.seed, noise.STREAM_VELOCITY, block.index, 0,
                                       ctx.samples, d)])                      # (2, S, d)
-        growth = sl.growth[lo:hi + 1]
-        drift = sl.drift[lo:hi][:, :, None, None]
-        times = np.full(owned, t)
-        scale = float(step_noise_scale(sl.step)) * d
-
-        states = np.broadcast_to(z0, (owned + 1,) + z0.shape).copy()         # Z_{lo..hi}
-        residual, sweeps = np.inf, 0
-        for sweeps in range(1, self.sweeps + 1):
-            s = sampler.score(states[:owned, 0].astype(ctx.dtype, copy=False), times,
-                              block.index, lo)
-            g = drift * s.astype(np.float64)[:, None] + fixed
-            np.cumsum(g, axis=0, out=g)
-            offset = comm.exscan_sum(g[-1] if owned else np.zeros_like(z0))
-            base = z0 + offset
-            rebuilt = np.empty_like(states)
-            rebuilt[0] = np.einsum("ab,bsd->asd", growth[0], base)
-            rebuilt[1:] = np.einsum("jab,jbsd->jasd", growth[1:], base + g)
-            diff = ((rebuilt[1:, 0] - states[1:, 0]) ** 2).sum(axis=2) / scale
-            residual = comm.allreduce_max(float(diff.max()) if owned else 0.0)
-            states = rebuilt
-            if self.tol > 0 and residual <= self.tol**2:
-                break
-        # With more ranks than slices the last ranks own none: the end is on the last owner.
-        last_owner = min(comm.size, self.steps) - 1
-        end = comm.bcast_array(np.ascontiguousarray(states[-1, 0]), root=last_owner)
-        return end, sweeps
+        engine.start(z0, growth=sl.growth, weight=sl.drift,
+                     scale=np.full(self.steps, float(step_noise_scale(sl.step)) * d),
+                     fixed=fixed, tol=self.tol,
+                     describe=lambda j: f"block {block.index}, corrector slice {j} "
+                                        f"(forward time t={t:.6g})")
+        times = np.full(self.steps, t)
+        while engine.sweeps < self.sweeps and not engine.done:
+            x, slices = engine.pending()
+            engine.sweep(sampler.evaluate(x, times[slices.start:slices.stop],
+                                          engine.score_buffer(len(slices))))
+        end = engine.backend.to_host(engine.end()[0])
+        return end, engine.sweeps, engine.evaluations

@@ -86,13 +86,15 @@ class ParadigmsSampler(Sampler):
 
     @classmethod
     def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
-        """The replicated window of p + 1 states, the cached increments of its p slices
-        and the gathered rebuild (p states), float64; per owned slice the scores (state
-        dtype), g, xi and the local rebuild (float64)."""
+        """The sweep engine's arrays for this rank's part of the window (engine.py,
+        not replicated): two trajectories of owned + 1 states and the scores (state
+        dtype); the prefix sums, two buffers of fixed noise rows (one being filled as
+        the window slides), the noise as drawn and, for the additive form, work rows
+        (float64)."""
         lo, hi = cls.owned_slices(config, time_ranks, time_rank)
-        owned, row = hi - lo, samples * config.dim
-        arrays = 3 * config.window + 1 + 3 * owned
-        return arrays * row * F64 + owned * row * np.dtype(config.dtype).itemsize
+        rows, row = hi - lo + 1, samples * config.dim
+        arrays = 4 * rows + (rows if config.paradigms_form == "additive" else 0) + 4
+        return arrays * row * F64 + 3 * rows * row * np.dtype(config.dtype).itemsize
 
     def __init__(self, context, window: int, tol: float, form: str = "exponential", **options):
         super().__init__(context, **options)
@@ -112,83 +114,66 @@ class ParadigmsSampler(Sampler):
         Returns the end state (S, d), identical on every rank, and one BlockStats whose
         ``sweeps`` is the number of rounds and ``residual`` the square root of the largest r_m
         of a state that passed the test.
+
+        The window is the sweep engine's (engine.py), in the integrating factor's frame
+        of the whole trajectory (r: reverse time since its start), so that a slice's
+        coefficients and fixed increment do not change as the window slides over it.
         """
-        comm = self.ctx.comm
         times = grid.all_times()                                  # forward times, T -> delta
         steps = times[:-1] - times[1:]
         total = len(steps)
         keys = [(b.index, j) for b in grid.blocks for j in range(b.num_slices)]
         _, c, b = step_coefficients(steps, self.path)
-        v = step_noise_scale(steps)
+        y0 = np.asarray(y0)
         S, d = y0.shape
-        # window[i] = Y_{start+i}, replicated on every rank of the time communicator.
-        window = np.empty((self.window + 1, S, d))
-        window[...] = np.asarray(y0, dtype=np.float64)
-        noise_cache = {}
-        start, rounds, evaluations, accepted_residual = 0, 0, 0, 0.0
-        while start < total:
-            size = min(self.window, total - start)
-            ranges = [balanced_range(size, comm.size, r) for r in range(comm.size)]
-            lo, hi = ranges[comm.rank]
-            owned = hi - lo
-            tau = np.concatenate([[0.0], np.cumsum(steps[start:start + size])])
-            idx = np.arange(start + lo, start + hi)
-            block_index, slice_index = keys[idx[0]] if owned else keys[start]
-            score = self.score(window[lo:hi].astype(self.ctx.dtype, copy=False), times[idx],
-                               block_index, slice_index)
-            xi = self._increments(noise_cache, keys, idx, S, d)
-            if self.form == "exponential":
-                # Integrating factor: Y_m = e^{tau_m} (Y_w + sum_j e^{-tau_{j+1}} (c s + b xi)).
-                decay = np.exp(-tau[lo + 1:hi + 1])
-                g = (decay * c[idx])[:, None, None] * score.astype(np.float64)
-                g += (decay * b[idx])[:, None, None] * xi
-            else:
-                # Additive: Y_m = Y_w + sum_j (F_j(Y_j) - Y_j), F_j = a_j Y + c_j s + b_j xi.
-                g = (c[idx])[:, None, None] * score.astype(np.float64)
-                g += np.expm1(steps[idx])[:, None, None] * window[lo:hi]
-                g += b[idx][:, None, None] * xi
-            np.cumsum(g, axis=0, out=g)
-            offset = comm.exscan_sum(g[-1] if owned else np.zeros((S, d)))
-            rebuilt = window[0] + offset + g
-            if self.form == "exponential":
-                rebuilt *= np.exp(tau[lo + 1:hi + 1])[:, None, None]
-            # r for window positions lo+1 .. hi (the states this rank rebuilt).
-            r = ((rebuilt - window[lo + 1:hi + 1]) ** 2).sum(axis=2).max(axis=1) / (d * v[idx])
-            failing = np.flatnonzero(r > self.tol**2)
-            first_local = lo + 1 + int(failing[0]) if failing.size else size + 1
-            first_fail = int(comm.allreduce_min(float(first_local)))
-            advance = min(first_fail, size)
-            # States that passed the test (the first failing one is accepted unmeasured).
-            accepted = r[:max(0, min(first_fail - 1, size) - lo)]
-            if accepted.size:
-                accepted_residual = max(accepted_residual, float(accepted.max()))
-            window[1:size + 1] = comm.allgather_rows(rebuilt, [h - l for l, h in ranges])
-            rounds += 1
-            evaluations += size
-            # Slide: keep the states from the new start on, fill the new slots with the
-            # window's last state.
-            keep = size - advance
-            window[:keep + 1] = window[advance:size + 1].copy()
-            window[keep + 1:] = window[keep]
-            start += advance
-            for j in [j for j in noise_cache if j < start]:
-                del noise_cache[j]
-        accepted_residual = comm.allreduce_max(accepted_residual)
-        return (window[0].astype(self.ctx.dtype),
-                BlockStats(sweeps=rounds, evaluations=evaluations,
-                           residual=float(np.sqrt(accepted_residual))))
+        if self.form == "exponential":
+            # Y_m = e^{r_m} (e^{-r_w} Y_w + sum_j e^{-r_{j+1}} (c s + b xi))
+            r = np.concatenate([[0.0], np.cumsum(steps)])
+            growth, factor, linear = np.exp(r), np.exp(-r[1:]), None
+        else:
+            # Y_m = Y_w + sum_j (F_j(Y_j) - Y_j), F_j = a_j Y + c_j s + b_j xi
+            growth, factor, linear = np.ones(total + 1), np.ones(total), np.expm1(steps)
 
-    def _increments(self, cache: dict, keys: list, slices, S: int, d: int) -> np.ndarray:
-        """xi of the given global slices, shape (J, S, d), drawn once and cached while
-        the slice stays in the window."""
-        from .. import noise
-        started = time.perf_counter()
-        out = np.empty((len(slices), S, d))
-        for i, j in enumerate(slices):
-            if j not in cache:
+        def fixed_rows(first: int, stop: int) -> np.ndarray:
+            """b_j xi_j in the frame, for global slices [first, stop): (J, S, d)."""
+            from .. import noise
+            started = time.perf_counter()
+            out = np.empty((stop - first, S, d))
+            for i, j in enumerate(range(first, stop)):
                 block_index, local = keys[j]
-                cache[j] = noise.gaussian(self.ctx.seed, noise.STREAM_INCREMENT, block_index,
-                                          local, self.ctx.samples, d)
-            out[i] = cache[j]
-        self.ctx.timers.noise_seconds += time.perf_counter() - started
-        return out
+                out[i] = noise.gaussian(self.ctx.seed, noise.STREAM_INCREMENT, block_index, local,
+                                        self.ctx.samples, d)
+                out[i] *= factor[j] * b[j]
+            self.ctx.timers.noise_seconds += time.perf_counter() - started
+            return out
+
+        engine = self.engine((S, d))
+        size = min(self.window, total)
+        lo, hi = engine.assign(size)
+        engine.start(y0, growth=growth, weight=factor * c, scale=step_noise_scale(steps) * d,
+                     fixed=fixed_rows(lo, hi), linear=linear, tol=self.tol, freeze=False,
+                     describe=lambda j: "block {}, slice {}".format(*keys[engine.offset + j]))
+        rounds, accepted_residual = 0, 0.0
+        while True:
+            x, slices = engine.pending()
+            first = engine.offset + slices.start
+            engine.sweep(self.evaluate(x, times[first:first + len(slices)],
+                                       engine.score_buffer(len(slices))))
+            rounds += 1
+            # Slide to the first failing state (accepted: it was rebuilt from accepted
+            # states only); the states before it passed the test.
+            advance = min(engine.first_failing, engine.size)
+            positions, r = engine.local_residuals()
+            passed = r[positions < engine.first_failing]
+            if passed.size:
+                accepted_residual = max(accepted_residual, float(passed.max()))
+            if engine.offset + advance >= total:
+                break
+            size = min(self.window, total - engine.offset - advance)
+            engine.slide(advance, size, lambda lo, hi: fixed_rows(engine.offset + lo,
+                                                                  engine.offset + hi))
+        end = engine.backend.to_host(engine.end()[0])
+        accepted_residual = self.ctx.verdicts.allreduce_max(accepted_residual)
+        return (end.astype(self.ctx.dtype, copy=False),
+                BlockStats(sweeps=rounds, evaluations=engine.evaluations,
+                           residual=float(np.sqrt(accepted_residual))))

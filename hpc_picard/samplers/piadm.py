@@ -33,6 +33,7 @@ from .acceleration import ACCELERATIONS, AndersonMixer
 from .base import F64, BlockStats, Sampler
 from .monitor import SweepMonitor
 from .corrector import LangevinCorrector
+from .engine import exact_sweeps_evaluations
 from .options import PICARD_ITERS, TOL, Cost, Option
 
 INITIAL_GUESSES = ("constant", "noise")
@@ -61,24 +62,31 @@ class PicardSampler(Sampler):
 
     @classmethod
     def bounds(cls, config) -> Cost:
-        """K sweeps of every slice per block; with tol > 0 a block can stop after one."""
-        blocks, slices, sweeps = config.blocks, config.steps_per_block, config.picard_iters
-        fewest = sweeps if config.tol == 0 else 1
-        return Cost(blocks * sweeps, blocks * sweeps * slices, blocks * fewest,
-                    blocks * fewest * slices, f"{sweeps} per block")
+        """At most K sweeps per block (M when K > M: the block is exact then), sweep k
+        scoring the slices not yet exact (engine.py); with tol > 0 a block can stop
+        after one sweep of every slice."""
+        blocks, slices = config.blocks, config.steps_per_block
+        sweeps, evaluations = exact_sweeps_evaluations(slices, config.picard_iters)
+        if config.tol == 0:
+            fewest, fewest_evaluations = sweeps, evaluations
+        else:
+            fewest, fewest_evaluations = 1, slices
+        return Cost(blocks * sweeps, blocks * evaluations, blocks * fewest,
+                    blocks * fewest_evaluations, f"{sweeps} per block")
 
     @classmethod
     def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
-        """Two trajectories of owned + 1 states and the increments g (float64), the
-        scores (state dtype), the fixed noise part of g on the SDE path, the start and
-        end states, and Anderson's history of 2 x depth differences plus the last pair.
+        """The sweep engine's arrays (engine.py): two trajectories of owned + 1 states
+        and the scores (state dtype); the prefix sums, and on the SDE path the fixed
+        noise part of g and the noise as drawn, float64; a few single states; Anderson's
+        history of 2 x depth differences plus the last pair.
         """
         lo, hi = cls.owned_slices(config, time_ranks, time_rank)
-        owned, row = hi - lo, samples * config.dim
-        arrays = 2 * (owned + 1) + owned + 2 + (owned if cls.path == "sde" else 0)
+        rows, row = hi - lo + 1, samples * config.dim
+        arrays = rows + (2 * rows if cls.path == "sde" else 0) + 4
         if config.accelerate == "anderson":
-            arrays += (2 * config.anderson_depth + 2) * owned
-        return arrays * row * F64 + owned * row * np.dtype(config.dtype).itemsize
+            arrays += (2 * config.anderson_depth + 2) * (rows - 1)
+        return arrays * row * F64 + 3 * rows * row * np.dtype(config.dtype).itemsize
 
     def __init__(self, context, picard_iters: int, tol: float, initial_guess: str = "constant",
                  accelerate: str = "none", anderson_depth: int = 3, **options):
@@ -90,91 +98,42 @@ class PicardSampler(Sampler):
         self.initial_guess = initial_guess
         self.mixer = AndersonMixer(context.comm, anderson_depth) if accelerate == "anderson" else None
 
-    def _buffers(self, owned: int, shape: tuple) -> tuple:
-        """Work arrays for a block of ``owned`` slices, kept from block to block."""
-        key = (owned, shape)
-        if getattr(self, "_buffer_key", None) != key:
-            self._buffer_key = key
-            self._buffer_list = (np.empty((owned + 1,) + shape), np.empty((owned + 1,) + shape),
-                                 np.empty((owned,) + shape),
-                                 np.empty((owned,) + shape, dtype=self.ctx.dtype))
-        return self._buffer_list
 
     def slice_range(self, block) -> tuple:
         return balanced_range(block.num_slices, self.ctx.comm.size, self.ctx.comm.rank)
 
     def run_block(self, block, y0):
-        comm = self.ctx.comm
-        lo, hi = self.slice_range(block)
-        owned = hi - lo
-        tau = block.tau
+        y0 = np.asarray(y0)
+        engine = self.engine(y0.shape)
+        lo, hi = engine.assign(block.num_slices)
         _, c, b = step_coefficients(block.steps, self.path)
-        decay = np.exp(-tau[lo + 1:hi + 1])                      # e^{-tau_{j+1}}, owned j
-        weight = (decay * c[lo:hi])[:, None, None]
-        growth = np.exp(tau[lo:hi + 1])[:, None, None]            # e^{tau_m}, m in [lo, hi]
-        # v_m for the states this rank rebuilds, m in [lo+1, hi]: the noise scale of the
-        # step that ends at m.
-        scale = step_noise_scale(block.steps[lo:hi])[:, None] * y0.shape[1]
-        times = block.score_times[lo:hi]
-
-        y0_64 = np.asarray(y0, dtype=np.float64)
+        decay = np.exp(-block.tau[1:])                            # e^{-tau_{j+1}}
+        fixed = None
         if self.path == "sde":
-            # The noise part of g is the same in every sweep: form it once per block.
+            # The noise part of g is the same in every sweep: formed once per block.
             fixed = self.increments(block, range(lo, hi))
-            fixed *= (decay * b[lo:hi])[:, None, None]
-        else:
-            fixed = None
-
-        # states[i] = Y_{lo+i} for i in [0, owned]; the last row is Y_hi, the next
-        # rank's first state (or the block end on the last rank). The work arrays live
-        # across sweeps and blocks: fresh multi-megabyte arrays every sweep cost more in
-        # page faults than the arithmetic they hold.
-        states, rebuilt, g, score = self._buffers(owned, y0_64.shape)
-        states[...] = y0_64
+            fixed *= (decay * b)[lo:hi, None, None]
+        times = block.score_times
+        engine.start(y0, growth=np.exp(block.tau), weight=decay * c,
+                     scale=step_noise_scale(block.steps) * y0.shape[1], fixed=fixed,
+                     tol=self.tol, freeze=self.mixer is None,
+                     describe=lambda j: f"block {block.index}, slice {j} "
+                                        f"(forward time t={float(times[j]):.6g})")
         if self.initial_guess == "noise" and fixed is not None:
-            # The noise-only trajectory: one prefix sum of the fixed part of g.
-            np.cumsum(fixed, axis=0, out=g)
-            states[0] += comm.exscan_sum(g[-1] if owned else np.zeros_like(y0_64))
-            states[1:] = g + states[0]
-            states *= growth
+            engine.initialize_from_fixed()
         if self.mixer is not None:
             self.mixer.reset()
-        residual = np.inf
-        sweeps = 0
         monitor = SweepMonitor(block, self.picard_iters, self.tol, self.ctx.on_sweep)
-        for sweeps in range(1, self.picard_iters + 1):
-            self.score(states[:owned].astype(self.ctx.dtype, copy=False), times,
-                       block.index, lo, out=score)
-            np.multiply(score, weight, out=g)
-            if fixed is not None:
-                g += fixed
-            for i in range(1, owned):                             # inclusive local prefix
-                g[i] += g[i - 1]
-            offset = comm.exscan_sum(g[-1] if owned else np.zeros_like(y0_64))
-            np.add(y0_64, offset, out=rebuilt[0])
-            np.add(g, rebuilt[0], out=rebuilt[1:])
-            rebuilt *= growth
-            if self.ctx.dtype != np.float64:
-                # Round to the state dtype now, so a float32 run's iterates are float32.
-                rebuilt[...] = rebuilt.astype(self.ctx.dtype)
-            np.subtract(rebuilt[1:], states[1:], out=g)
-            np.square(g, out=g)
-            diff = g.sum(axis=2) / scale
-            residual = comm.allreduce_max(float(diff.max()) if owned else 0.0)
-            monitor.check(sweeps, residual)
-            if self.mixer is not None and not (self.tol > 0 and residual <= self.tol**2):
-                # The block end (last row) stays the plain image F(Y): only the states
-                # whose scores the next sweep evaluates are mixed.
-                rebuilt[:owned] = self.mixer.mix(states[:owned], rebuilt[:owned])
-            states, rebuilt = rebuilt, states
-            if self.tol > 0 and residual <= self.tol**2:
-                break
-        # With more ranks than slices the last ranks own none: the end is on the last owner.
-        last_owner = min(comm.size, block.num_slices) - 1
-        end = comm.bcast_array(states[-1].copy(), root=last_owner)
-        return (end.astype(self.ctx.dtype),
-                BlockStats(sweeps=sweeps, evaluations=sweeps * block.num_slices,
-                           residual=float(np.sqrt(residual))))
+        while engine.sweeps < self.picard_iters and not engine.done:
+            x, slices = engine.pending()
+            scores = self.evaluate(x, times[slices.start:slices.stop],
+                                   engine.score_buffer(len(slices)))
+            engine.sweep(scores, mixer=self.mixer)
+            monitor.check(engine.sweeps, engine.residual)
+        end = engine.backend.to_host(engine.end()[0])
+        return (end.astype(self.ctx.dtype, copy=False),
+                BlockStats(sweeps=engine.sweeps, evaluations=engine.evaluations,
+                           residual=float(np.sqrt(engine.residual))))
 
 
 class PicardODESampler(PicardSampler):
@@ -225,11 +184,12 @@ class PicardODESampler(PicardSampler):
         sweeps = cls.corrector_sweeps(config)
         if sweeps == 0:
             return predictor
-        fewest = sweeps if config.tol == 0 else 1
+        sweeps, evaluations = exact_sweeps_evaluations(steps, sweeps)
+        fewest, fewest_evaluations = (sweeps, evaluations) if config.tol == 0 else (1, steps)
         return Cost(predictor.rounds + blocks * sweeps,
-                    predictor.evaluations + blocks * sweeps * steps,
+                    predictor.evaluations + blocks * evaluations,
                     predictor.min_rounds + blocks * fewest,
-                    predictor.min_evaluations + blocks * fewest * steps,
+                    predictor.min_evaluations + blocks * fewest_evaluations,
                     f"{predictor.detail} + {sweeps} corrector sweeps of {steps} slices")
 
     @classmethod
@@ -241,8 +201,10 @@ class PicardODESampler(PicardSampler):
         if config.corrector_steps == 0:
             return predictor
         lo, hi = balanced_range(config.corrector_steps, time_ranks, time_rank)
-        owned = hi - lo
-        return predictor + 2 * (3 * owned + 2 * (owned + 1) + 1) * samples * config.dim * F64
+        rows, row = hi - lo + 1, samples * config.dim
+        # (X, V) pairs: prefix sums, fixed part, work rows and the drawn noise (float64);
+        # two trajectories (state dtype, counted as float64) and the scores
+        return predictor + (2 * 4 * rows + 2 * 2 * rows + rows + 4) * row * F64
 
     def __init__(self, context, picard_iters: int, tol: float, corrector_steps: int = 0,
                  corrector_time: float = 1.0, corrector_friction: float = 2.0, **options):
@@ -257,8 +219,8 @@ class PicardODESampler(PicardSampler):
         y, stats = super().run_block(block, y0)
         if self.corrector is None:
             return y, stats
-        x, sweeps = self.corrector.run(self, block, y)
+        x, sweeps, evaluations = self.corrector.run(self, block, y)
         return (x.astype(self.ctx.dtype),
                 BlockStats(sweeps=stats.sweeps + sweeps,
-                           evaluations=stats.evaluations + sweeps * self.corrector.steps,
+                           evaluations=stats.evaluations + evaluations,
                            residual=stats.residual))

@@ -1,0 +1,185 @@
+"""Array backends: the one seam between the sweep engine and numpy, torch or cupy.
+
+The sweep engine (samplers/engine.py) keeps a block's states, increments, prefix sums
+and residuals in one array type, the model's own (``--array-backend auto``): numpy for
+the analytic targets on a CPU, torch tensors for torch networks (on the CPU or a GPU),
+cupy for the cupy GRF. Only per-rank block totals and scalars leave that array type,
+through MPI (parallel/comm.py stages device buffers through host memory where the MPI
+library is not GPU-aware).
+
+The engine needs a dozen operations, all with an ``out=`` argument so that a sweep
+allocates nothing of the state's size: a :class:`Backend` is that list. numpy and cupy
+share one implementation (cupy mirrors numpy's ufuncs); torch has its own. The
+maintained array-API layer (array-api-compat) was considered: the array API has no
+``out=`` arguments and no in-place prefix sum, which are the point here, so the
+engine would still need this seam.
+
+Host data (coefficients, noise, the start state) enter with :meth:`Backend.asarray`;
+model calls that take numpy see zero-copy host views of CPU tensors
+(:meth:`Backend.host_view`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import ARRAY_BACKENDS
+
+
+class Backend:
+    """Operations on one array type, on one device. ``name``: numpy, torch or cupy."""
+
+    name = "numpy"
+
+    def __init__(self, xp=np):
+        self.xp = xp
+        self.name = "cupy" if xp is not np else "numpy"
+
+    # -- creation and transfer ---------------------------------------------------------
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype=np.dtype(dtype))
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=np.dtype(dtype))
+
+    def asarray(self, host, dtype=None):
+        """A host (numpy) array on this backend, converted to ``dtype`` if given."""
+        return self.xp.asarray(host, dtype=None if dtype is None else np.dtype(dtype))
+
+    def to_host(self, array) -> np.ndarray:
+        return array.get() if self.xp is not np else np.asarray(array)
+
+    def host_view(self, array) -> np.ndarray:
+        """A numpy array sharing memory with ``array`` where it lives on the host, else
+        a host copy."""
+        return self.to_host(array)
+
+    def is_host(self) -> bool:
+        return self.xp is np
+
+    # -- arithmetic (out= everywhere: a sweep allocates nothing of a state's size) -------
+    def multiply(self, a, b, out):
+        return self.xp.multiply(a, b, out=out)
+
+    def add(self, a, b, out):
+        return self.xp.add(a, b, out=out)
+
+    def subtract(self, a, b, out):
+        return self.xp.subtract(a, b, out=out)
+
+    def copy(self, src, out):
+        out[...] = src
+        return out
+
+    def cumsum_rows(self, a):
+        """Inclusive prefix sum along axis 0, in place.
+
+        On the host, one vectorised add per row: numpy's cumsum along the leading axis
+        walks the array with a stride of a whole row and is about 20x slower on a
+        block's (64, S, d) increments (a host measurement, docs/design.md).
+        """
+        if self.xp is not np:
+            return self.xp.cumsum(a, axis=0, out=a)
+        return _row_by_row_cumsum(a, np.add)
+
+    def sum_squares(self, a):
+        """Sum of squares over the last axis, accumulated in float64: a.shape[:-1]."""
+        return self.xp.einsum("...d,...d->...", a, a, dtype=np.float64)
+
+    def max_last(self, a):
+        """Largest entry over the last axis: a.shape[:-1]."""
+        return a.max(axis=-1)
+
+    def all_finite(self, a) -> bool:
+        return bool(self.xp.isfinite(a).all())
+
+
+class TorchBackend(Backend):
+    """The same operations on torch tensors of one device ("cpu", "cuda:0")."""
+
+    name = "torch"
+
+    def __init__(self, device="cpu"):
+        import torch
+        self.torch = torch
+        self.device = torch.device(device)
+        self.xp = torch
+
+    def _dtype(self, dtype):
+        return {np.dtype("float64"): self.torch.float64, np.dtype("float32"): self.torch.float32,
+                np.dtype("int64"): self.torch.int64}[np.dtype(dtype)]
+
+    def empty(self, shape, dtype):
+        return self.torch.empty(shape, dtype=self._dtype(dtype), device=self.device)
+
+    def zeros(self, shape, dtype):
+        return self.torch.zeros(shape, dtype=self._dtype(dtype), device=self.device)
+
+    def asarray(self, host, dtype=None):
+        if isinstance(host, self.torch.Tensor):
+            out = host.to(self.device)
+        else:
+            out = self.torch.as_tensor(np.asarray(host), device=self.device)
+        return out if dtype is None else out.to(self._dtype(dtype))
+
+    def to_host(self, array) -> np.ndarray:
+        return array.detach().cpu().numpy()
+
+    def host_view(self, array) -> np.ndarray:
+        return array.detach().numpy() if array.device.type == "cpu" else self.to_host(array)
+
+    def is_host(self) -> bool:
+        return self.device.type == "cpu"
+
+    def multiply(self, a, b, out):
+        return self.torch.mul(a, b, out=out)
+
+    def add(self, a, b, out):
+        return self.torch.add(a, b, out=out)
+
+    def subtract(self, a, b, out):
+        return self.torch.sub(a, b, out=out)
+
+    def copy(self, src, out):
+        return out.copy_(src)
+
+    def cumsum_rows(self, a):
+        if self.device.type == "cpu":
+            return _row_by_row_cumsum(a, self.torch.add)
+        return self.torch.cumsum(a, dim=0, out=a)
+
+    def sum_squares(self, a):
+        norm = self.torch.linalg.vector_norm(a, dim=-1, dtype=self.torch.float64)
+        return norm.square_()
+
+    def max_last(self, a):
+        return a.amax(dim=-1)
+
+    def all_finite(self, a) -> bool:
+        return bool(self.torch.isfinite(a).all())
+
+
+def _row_by_row_cumsum(a, add):
+    for i in range(1, a.shape[0]):
+        add(a[i], a[i - 1], out=a[i])
+    return a
+
+
+def native_backend_name(model) -> str:
+    """The model's own array type: its ``array_backend`` attribute, else numpy."""
+    return getattr(model, "array_backend", "numpy")
+
+
+def make_backend(choice: str, model=None, device: str = "cpu") -> Backend:
+    """The backend ``--array-backend`` names ("auto": the model's native type).
+
+    ``device`` is the rank's torch device string (devices.Placement.torch_device).
+    """
+    if choice not in ARRAY_BACKENDS:
+        raise ValueError(f"unknown array backend {choice!r}; choose one of {', '.join(ARRAY_BACKENDS)}")
+    name = native_backend_name(model) if choice == "auto" else choice
+    if name == "numpy":
+        return Backend(np)
+    if name == "torch":
+        return TorchBackend(getattr(model, "torch_device", None) or device)
+    import cupy
+    return Backend(cupy)

@@ -1,0 +1,456 @@
+"""The sweep engine: one distributed Picard sweep for every parallel sampler.
+
+PIADM's block sweeps (piadm.py), the Langevin corrector's sweeps (corrector.py) and
+ParaDiGMS' sliding window (paradigms.py) all iterate the same fixed-point map on a
+sequence of slices j = 0 .. L-1 with states Y_0 .. Y_L:
+
+    Y_m = G_m ( G_w^{-1} Y_w + sum_{w <= j < m} g_j ),
+    g_j = weight_j s(Y_j) + fixed_j [+ linear_j Y_j],
+
+where Y_w is the start of the window [w, w + size) being swept (w = 0 for a block),
+G_m the integrating factor (e^{tau_m} for PIADM, the 2 x 2 e^{A tau_m} for the
+corrector's (X, V) pairs, 1 for ParaDiGMS' additive form), weight_j the weight of the
+score, fixed_j the part of g_j that no sweep changes (the noise) and linear_j an
+optional lagged linear term (ParaDiGMS' additive form). A state has ``components``
+parts (1; 2 for the corrector's (X, V)) of shape (S, d); the score is evaluated at
+component 0.
+
+One :meth:`BlockSweep.sweep`, for the window's slices spread over the ranks of the
+time communicator (rank r owns the contiguous slices [lo, hi), balanced):
+
+    scores of the owned, not yet frozen slices (one batched model call)
+    -> g -> local inclusive prefix sum (continuing the frozen prefix's running sum)
+    -> Exscan of the local totals (rank 0 adds the start, so no rank needs Y_w but
+       rank 0, which holds it as its first state)
+    -> rebuild of the owned states Y_m = G_m (base + prefix)
+    -> normalised residual r_m = max over samples |Y_m^new - Y_m^old|^2 / scale_m
+    -> one verdict reduction: the largest r_m and the first failing m, over the
+       verdict communicator (every sample group, so that all groups sweep alike).
+
+No wasted evaluations (the *front* F): slice j's score is evaluated only while it can
+change. After k sweeps from a fixed start, Y_0 .. Y_k are exact, so slices j < k are
+frozen; with a tolerance, a slice whose state and every earlier state moved by at most
+tol (r <= tol^2) in the last sweep is frozen too (ParaDiGMS' window rule, applied
+inside a block). Frozen slices keep their increments g_j and their part of the prefix
+sum; the states up to Y_F no longer move and are not rebuilt. The window is done when
+every slice is frozen (:attr:`BlockSweep.done`). :meth:`slide` moves the window by its
+frozen prefix (ParaDiGMS), shipping rows between ranks with one Alltoallv.
+
+Arrays: every array of a state's size lives on the engine's :class:`~hpc_picard.
+arrays.Backend` (numpy, torch or cupy), allocated once per shape and reused from block
+to block. States are in the run's dtype; increments, their prefix sums and the start
+are float64 (sums of many small increments), residuals are accumulated in float64.
+
+Usage (one block of PIADM, see piadm.py for the whole thing)::
+
+    engine = BlockSweep(comm, verdicts, backend, dtype, sample_shape=(S, d))
+    lo, hi = engine.assign(num_slices)                  # this rank's slices
+    engine.start(y0, growth, weight, scale, fixed=noise_rows)
+    while not engine.done and engine.sweeps < K:
+        x, slices = engine.pending()                    # states to score, their indices
+        engine.sweep(score(x, slices))                  # -> engine.residual, engine.front
+    y_end = engine.end()                                # Y_L, on every rank
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..parallel import balanced_range
+
+
+def exact_sweeps_evaluations(slices: int, sweeps: int) -> tuple:
+    """(sweeps made, score evaluations per sample) of at most ``sweeps`` sweeps over
+    ``slices`` slices when only exact slices freeze (tol = 0): sweep k scores slices
+    k-1 .. M-1, and the window is done after M sweeps."""
+    made = min(sweeps, slices)
+    return made, made * slices - made * (made - 1) // 2
+
+
+class BlockSweep:
+    """Distributed Picard sweeps over a window of slices; owns the state arrays.
+
+    comm:       the time communicator (ranks sharing the slices);
+    verdicts:   the communicator the convergence verdicts reduce over (the time
+                communicator, or every rank when sample groups must agree);
+    backend:    an :class:`hpc_picard.arrays.Backend`;
+    dtype:      the states' dtype (float32 or float64);
+    sample_shape: (S, d), the shape of one component of one state;
+    components: parts of a state (2 for the corrector's (X, V)).
+
+    After :meth:`start`: :attr:`states` row i is Y at window position lo + i,
+    i = 0 .. owned, shape (owned + 1, C, S, d); ``front`` is the first slice (window
+    position) not frozen; ``residual`` the last sweep's max r_m over every rank;
+    ``first_failing`` the first position with r_m > tol^2 (size + 1: none);
+    ``sweeps`` the sweeps done; ``evaluations`` the score evaluations per sample that
+    the sweeps made, all ranks together.
+    """
+
+    def __init__(self, comm, verdicts, backend, dtype, sample_shape, components: int = 1):
+        self.comm = comm
+        self.verdicts = verdicts
+        self.backend = backend
+        self.dtype = np.dtype(dtype)
+        self.sample_shape = tuple(int(n) for n in sample_shape)
+        self.components = int(components)
+        self._capacity = -1
+        self.size = self.owned = self.lo = self.hi = 0
+
+    # -- set-up ------------------------------------------------------------------------
+    def assign(self, size: int) -> tuple:
+        """Spread a window of ``size`` slices over the ranks; (lo, hi) of this rank's."""
+        self.size = int(size)
+        self.ranges = [balanced_range(self.size, self.comm.size, r) for r in range(self.comm.size)]
+        self.lo, self.hi = self.ranges[self.comm.rank]
+        self.owned = self.hi - self.lo
+        self._allocate(self.owned)
+        return self.lo, self.hi
+
+    def _allocate(self, owned: int):
+        """The work arrays, kept while they are large enough: fresh multi-megabyte
+        arrays every block cost more in page faults than the arithmetic they hold."""
+        if owned <= self._capacity:
+            return
+        be, rows = self.backend, owned + 1
+        row = (self.components,) + self.sample_shape
+        self._capacity = owned
+        self._states = [be.empty((rows,) + row, self.dtype) for _ in range(2)]
+        self._cum = be.empty((rows,) + row, np.float64)       # g, then its prefix sums
+        # scores, then (once g is formed) the differences of the states
+        self._scores = be.empty((rows,) + self.sample_shape, self.dtype)
+        self._diff = self._scores
+        # allocated when first needed: the fixed increments (SDE noise; a second
+        # buffer for slides) and float64 work rows (2 x 2 growth, the linear term)
+        self._fixed, self._work = [], None
+        self._base = be.empty(row, np.float64)
+        self._zero = be.zeros(row, np.float64)
+        self._received = be.empty(row, np.float64)
+        self._end = be.empty(row, self.dtype)
+
+    def start(self, y0, growth, weight, scale, fixed=None, linear=None, tol: float = 0.0,
+              freeze: bool = True, offset: int = 0, describe=None):
+        """Begin sweeping the window [offset, offset + size) from the constant guess Y_w.
+
+        y0:     the start state Y_w, (C, S, d), or (S, d) when C = 1, on every rank;
+        growth: G_m at every position of the whole sequence, host (L + 1,) or (L + 1, C, C);
+        weight: the score's weight per slice, (L,) or (L, C);
+        scale:  the residual normaliser of position j + 1, per slice j, (L,);
+        fixed:  this rank's rows fixed_j for its owned slices, (owned, [C,] S, d), host
+                or backend array; None: zero;
+        linear: the coefficient of Y_j in g_j per slice, (L,), or None;
+        tol:    the residual tolerance (tol^2 bounds r_m); 0: only exact slices freeze;
+        freeze: False keeps slices live however little they move (only exact ones
+                freeze: Anderson mixing needs every row);
+        describe: describe(position) -> str naming a window position in errors.
+        """
+        be, C = self.backend, self.components
+        self.offset = int(offset)
+        self.tol_sq = float(tol) ** 2
+        self.freeze_tolerance = bool(freeze) and tol > 0
+        self.describe = describe or (lambda position: f"window position {position}")
+        growth = np.asarray(growth, dtype=np.float64)
+        self._growth_host = growth.reshape(len(growth), C, C)
+        self._weight = be.asarray(np.asarray(weight, dtype=np.float64).reshape(-1, C)[:, :, None, None])
+        self._scale = np.asarray(scale, dtype=np.float64)
+        self._linear = None if linear is None else be.asarray(
+            np.asarray(linear, dtype=np.float64)[:, None, None, None])
+        self._growth = be.asarray(self._growth_host[:, :, :, None, None] if C > 1
+                                  else self._growth_host[:, 0, :, None, None])
+        rows = self.owned + 1
+        self.current = 0
+        self._states[0][:rows] = self._as_row(y0)
+        # The other buffer is written row by row as rows are rebuilt or freeze; only
+        # the first row (rank 0's Y_w, never rebuilt) must be there from the start.
+        self._states[1][0] = self._states[0][0]
+        self._fixed_rows = None
+        if fixed is not None:
+            self._fixed_rows = self._fixed_buffer(0)
+            self._fixed_rows[:self.owned] = self._as_rows(fixed)
+        self.evaluations = 0
+        self._reset_window()
+
+    def _fixed_buffer(self, index: int):
+        while len(self._fixed) <= index:
+            self._fixed.append(self.backend.empty(
+                (self._capacity + 1, self.components) + self.sample_shape, np.float64))
+        return self._fixed[index]
+
+    def _work_rows(self, rows: int):
+        if self._work is None:
+            self._work = self.backend.empty(
+                (self._capacity + 1, self.components) + self.sample_shape, np.float64)
+        return self._work[:rows]
+
+    def _reset_window(self):
+        # The prefix sums need no clearing: the first sweep (front 0) writes every row.
+        self.front = 0
+        self.sweeps = 0
+        self.residual = np.inf
+        self.first_failing = 0
+        self._r_positions = np.empty(0, dtype=np.int64)
+        self._r_values = np.empty(0)
+
+    def _as_row(self, y):
+        y = y if _is_backend_array(self.backend, y) else self.backend.asarray(np.asarray(y))
+        return y.reshape((self.components,) + self.sample_shape)
+
+    def _as_rows(self, rows):
+        rows = rows if _is_backend_array(self.backend, rows) else self.backend.asarray(
+            np.asarray(rows, dtype=np.float64))
+        return rows.reshape((-1, self.components) + self.sample_shape)
+
+    # -- views ---------------------------------------------------------------------------
+    @property
+    def states(self):
+        """Y at window positions lo .. hi: (owned + 1, C, S, d), the current iterate."""
+        return self._states[self.current][:self.owned + 1]
+
+    @property
+    def done(self) -> bool:
+        """Every slice of the window is frozen: its end state moves no more."""
+        return self.front >= self.size
+
+    def _live_rows(self) -> tuple:
+        """(first owned row whose slice is scored, first row whose state is rebuilt)."""
+        scored = min(max(self.front - self.lo, 0), self.owned)
+        rebuilt = min(max(self.front + 1 - self.lo, 0), self.owned + 1)
+        return scored, rebuilt
+
+    def pending(self) -> tuple:
+        """(states to score: (J, S, d) view of component 0; the window positions of
+        their slices, a range) for the next sweep. J is 0 on ranks whose slices are
+        all frozen (or that own none): they still take part in the sweep."""
+        first, _ = self._live_rows()
+        return self._states[self.current][first:self.owned, 0], range(self.lo + first, self.hi)
+
+    def score_buffer(self, rows: int):
+        """A reusable (rows, S, d) array in the state dtype for one sweep's scores."""
+        return self._scores[:rows]
+
+    def local_residuals(self) -> tuple:
+        """(window positions, r_m) this rank measured in the last sweep (host arrays)."""
+        return self._r_positions, self._r_values
+
+    # -- the sweep -----------------------------------------------------------------------
+    def initialize_from_fixed(self):
+        """Replace the constant guess by the trajectory of the fixed part of g alone
+        (the score set to zero: PIADM's "noise" initial guess); costs no evaluation."""
+        self.backend.copy(self._fixed_rows[:self.owned], self._cum[:self.owned])
+        self._seed_start(0)
+        self._prefix(0)
+        self._rebuild(0)
+        rows = slice(0, self.owned + 1)
+        self.backend.copy(self._states[1 - self.current][rows], self._states[self.current][rows])
+
+    def sweep(self, scores, mixer=None):
+        """One Picard sweep with the scores at :meth:`pending`'s states, (J, S, d).
+
+        Updates the states, ``residual``, ``first_failing``, ``front`` and the
+        counters. Collective over the verdict communicator. ``mixer`` (Anderson, C = 1
+        and host arrays only) mixes the new iterate unless the window converged.
+        """
+        be, n = self.backend, self.owned
+        first, rebuilt = self._live_rows()
+        if first < n:
+            live = self._cum[first:n]
+            window = slice(self.offset + self.lo + first, self.offset + self.hi)
+            be.multiply(scores[:, None], self._weight[window], out=live)
+            if self._fixed_rows is not None:
+                be.add(live, self._fixed_rows[first:n], out=live)
+            if self._linear is not None:
+                lagged = self._work_rows(n - first)
+                be.multiply(self._states[self.current][first:n], self._linear[window], out=lagged)
+                be.add(live, lagged, out=live)
+            if first > 0:                       # continue the frozen prefix's running sum
+                be.add(live[0], self._cum[first - 1], out=live[0])
+            self._seed_start(first)
+        self._prefix(first)
+        if first < n and not be.all_finite(self._cum[n - 1]):
+            self._raise_non_finite(scores, first)
+        self.evaluations += self.size - self.front
+        self._rebuild(rebuilt)
+        self.sweeps += 1
+        new = self._states[1 - self.current]
+        old = self._states[self.current]
+        self._verdict(old, new, max(rebuilt, 1))
+        if mixer is not None and not (self.tol_sq > 0 and self.residual <= self.tol_sq):
+            image, iterate = be.host_view(new[:n, 0]), be.host_view(old[:n, 0])
+            mixed = mixer.mix(iterate, image)
+            new[:n, 0] = mixed if be.is_host() and self.backend.name == "numpy" else be.asarray(mixed)
+        # Rows the new front froze stop being rebuilt: both buffers must agree on them.
+        _, still = self._live_rows()
+        if still > rebuilt:
+            be.copy(new[rebuilt:still], old[rebuilt:still])
+        self.current = 1 - self.current
+
+    def _seed_start(self, first: int):
+        """On rank 0, start the prefix sums from G_w^{-1} Y_w: its base never changes
+        within a window, so its prefix sums carry it and the rebuild is one multiply."""
+        if self.comm.rank == 0 and first == 0 and self.owned:
+            self._start_in_frame(out=self._base)
+            self.backend.add(self._cum[0], self._base, out=self._cum[0])
+
+    def _prefix(self, first: int):
+        """Local inclusive prefix sums of the live rows, then the Exscan of the local
+        totals. Rank 0's prefix sums start from its start state (the integrating
+        factor's frame), so every rank's base is G_w^{-1} Y_w + the sum of g left of
+        its slices, and rank 0's base is the start itself."""
+        be, n = self.backend, self.owned
+        if first < n:
+            be.cumsum_rows(self._cum[first:n])
+        base = self._base
+        if self.comm.rank == 0:
+            send = self._cum[n - 1]
+        else:
+            send = self._cum[n - 1] if n else self._zero
+        if self.comm.size > 1:
+            # rank 0 takes part too; its base, the start, stays as it is
+            self.comm.exscan_sum_into(send, base if self.comm.rank else self._received)
+
+    def _start_in_frame(self, out):
+        """G_w^{-1} Y_w (float64) into out, from rank 0's first state."""
+        y = self._states[self.current][0]
+        inverse = np.linalg.inv(self._growth_host[self.offset])
+        if self.components == 1:
+            self.backend.multiply(y, float(inverse[0, 0]), out=out)
+            return
+        for a in range(self.components):
+            self.backend.multiply(y[0], float(inverse[a, 0]), out=out[a])
+            for b in range(1, self.components):
+                out[a] += float(inverse[a, b]) * y[b]
+
+    def _rebuild(self, rebuilt: int):
+        """Y_m = G_m (base + prefix) for this rank's rows rebuilt .. owned, into the
+        other state buffer."""
+        be, n = self.backend, self.owned
+        new = self._states[1 - self.current]
+        if rebuilt == 0:
+            self._grow(self._base[None], 0, new[0:1])
+        first_row = max(rebuilt, 1)
+        if first_row > n:
+            return
+        prefix = self._cum[first_row - 1:n]
+        if self.comm.rank == 0:                 # the start is in the prefix sums already
+            self._grow(prefix, first_row, new[first_row:n + 1])
+            return
+        u = self._work_rows(n + 1 - first_row) if self.components > 1 else new[first_row:n + 1]
+        be.add(prefix, self._base, out=u)
+        self._grow(u, first_row, new[first_row:n + 1])
+
+    def _grow(self, u, first_row: int, out):
+        """out = G_m u for the rows starting at this rank's row first_row."""
+        be = self.backend
+        lo = self.offset + self.lo + first_row
+        g = self._growth[lo:lo + u.shape[0]]
+        if self.components == 1:
+            be.multiply(u, g, out=out)
+            return
+        for a in range(self.components):
+            be.multiply(u[:, 0], g[:, a, 0], out=out[:, a])
+            for b in range(1, self.components):
+                out[:, a] += g[:, a, b] * u[:, b]
+
+    def _verdict(self, old, new, first_row: int):
+        """r_m for this rank's rebuilt positions, then one reduction over the verdict
+        communicator: (largest r_m, first failing position)."""
+        be, n = self.backend, self.owned
+        local_max, local_fail = 0.0, self.size + 1
+        positions, r = np.empty(0, dtype=np.int64), np.empty(0)
+        if first_row <= n:
+            diff = self._diff[:n + 1 - first_row]
+            be.subtract(new[first_row:n + 1, 0], old[first_row:n + 1, 0], out=diff)
+            per_row = be.to_host(be.max_last(be.sum_squares(diff)))        # (rows,)
+            slices = slice(self.offset + self.lo + first_row - 1, self.offset + self.hi)
+            r = per_row / self._scale[slices]
+            positions = np.arange(self.lo + first_row, self.hi + 1)
+            local_max = float(r.max())
+            failing = np.flatnonzero(~(r <= self.tol_sq))
+            if failing.size:
+                local_fail = int(positions[failing[0]])
+        self._r_positions, self._r_values = positions, r
+        self.residual, self.first_failing = self.verdicts.sweep_verdict(local_max, local_fail)
+        front = max(self.front, self.sweeps)                       # exact after k sweeps
+        if self.freeze_tolerance:
+            front = max(front, self.first_failing)
+        if self.tol_sq > 0 and self.residual <= self.tol_sq:
+            front = self.size
+        self.front = min(front, self.size)
+
+    def _raise_non_finite(self, scores, first: int):
+        from .base import SamplingError
+        host = self.backend.to_host(scores).reshape(scores.shape[0], -1)
+        bad = np.flatnonzero(~np.isfinite(host).all(axis=1))
+        position = self.lo + first + (int(bad[0]) if bad.size else 0)
+        raise SamplingError(f"non-finite score in {self.describe(position)} "
+                            f"on time rank {self.comm.rank}")
+
+    # -- results and moves -----------------------------------------------------------------
+    def end(self):
+        """Y at the window's end position, (C, S, d), the same on every rank."""
+        last_owner = min(self.comm.size, self.size) - 1
+        if self.comm.rank == last_owner:
+            self.backend.copy(self.states[-1], self._end)
+        return self.comm.bcast_array(self._end, root=last_owner)
+
+    def slide(self, advance: int, size: int, new_fixed):
+        """Move the window ``advance`` positions on and resize it to ``size`` slices.
+
+        Position i of the new window is position i + advance of the old one; positions
+        past the old end take the old end state (ParaDiGMS initialises new slices with
+        the window's last state). Rows change ranks with one Alltoallv for the states
+        and one for the fixed increments. ``new_fixed(lo, hi)`` gives the fixed rows of
+        the new window's slices [lo, hi) that were not in the old window. The new
+        window starts unfrozen.
+        """
+        old_ranges, old_size = self.ranges, self.size
+        old_states, old_fixed = self._states[self.current], self._fixed_rows
+        self.offset += advance
+        self.assign(size)
+        new_states = self._states[1 - self.current]
+        spare = self._fixed_buffer(1) if old_fixed is self._fixed_buffer(0) else self._fixed[0]
+        last_owner = min(self.comm.size, old_size) - 1
+        held_states = [(lo, hi + (r == last_owner)) for r, (lo, hi) in enumerate(old_ranges)]
+        wanted_states = [(min(lo + advance, old_size), min(hi + advance, old_size) + 1)
+                         for lo, hi in self.ranges]
+        received = self.comm.move_rows(old_states, new_states,
+                                       _row_plan(held_states, wanted_states, self.comm.rank))
+        fill = self.owned + 1 - received
+        if fill > 0:        # past the old end: copies of the old end state
+            new_states[received:self.owned + 1] = new_states[received - 1:received]
+        wanted_fixed = [(min(lo + advance, old_size), min(hi + advance, old_size))
+                        for lo, hi in self.ranges]
+        received = self.comm.move_rows(old_fixed, spare,
+                                       _row_plan(old_ranges, wanted_fixed, self.comm.rank))
+        if received < self.owned:
+            spare[received:self.owned] = self._as_rows(new_fixed(self.lo + received, self.hi))
+        self._fixed_rows = spare
+        self.current = 1 - self.current
+        self._states[1 - self.current][0] = new_states[0]
+        self._reset_window()
+
+
+def _row_plan(held, wanted, rank: int) -> tuple:
+    """Who sends which rows to whom when positions move between ranks.
+
+    held[r] = [a, b): the positions rank r holds as rows 0.., starting at a;
+    wanted[s] = [a, b): the positions rank s needs as its rows 0.., in order.
+    Returns (sends, receives) for ``rank``: per peer (first row, row count).
+    """
+    def overlap(h, w):
+        a, b = max(h[0], w[0]), min(h[1], w[1])
+        return (a, b - a) if b > a else (h[0], 0)
+
+    sends = []
+    for w in wanted:
+        a, count = overlap(held[rank], w)
+        sends.append((a - held[rank][0], count))
+    receives = []
+    for h in held:
+        a, count = overlap(h, wanted[rank])
+        receives.append((a - wanted[rank][0] if count else 0, count))
+    return sends, receives
+
+
+def _is_backend_array(backend, array) -> bool:
+    if backend.name == "torch":
+        return isinstance(array, backend.torch.Tensor)
+    return isinstance(array, backend.xp.ndarray)
