@@ -48,6 +48,8 @@ RANGES = {
     "window": (1, 1 << 22, "paradigms' window; at most the total slices are used"),
     "anderson_depth": (0, 64, "differences kept; each costs a full state per sample"),
     "accuracy": (0.0, 1e3, "sqrt of the KL budget; 0 turns planning off"),
+    "guidance_scale": (0.0, 1e3, "classifier-free guidance weight w; the guided score grows "
+                                 "like (1 + 2w) times the score, so huge w only overflows"),
 }
 
 #: the whole time grid is built on every rank (float64 arrays of every slice)
