@@ -69,11 +69,11 @@ class CheckReport:
 
 
 def check_model(model, T: float = 10.0, delta: float = 1e-3, points: int = 8,
-                seed: int = 0) -> CheckReport:
+                seed: int = 0, expected_dim: int | None = None) -> CheckReport:
     """Evaluate ``model`` on ``points`` states per check and report (module docstring).
 
     T, delta: the forward-time range the run will use (the noise end and the early
-    stop). Never raises for a bad model: every problem is a line of the report.
+    stop); expected_dim: the d the user asked for (--dim), if any. Never raises for a bad model: every problem is a line of the report.
     """
     report = CheckReport()
     dim = getattr(model, "dim", None)
@@ -81,6 +81,9 @@ def check_model(model, T: float = 10.0, delta: float = 1e-3, points: int = 8,
         report.add("dim", "fail", f"model.dim must be a positive integer, got {dim!r}")
         return report
     dim = int(dim)
+    if expected_dim is not None and dim != expected_dim:
+        report.add("dim", "fail", f"the model has d = {dim}, but --dim {expected_dim} was given")
+        return report
     report.add("dim", "ok", f"d = {dim}")
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((points, dim))
@@ -102,11 +105,17 @@ def check_model(model, T: float = 10.0, delta: float = 1e-3, points: int = 8,
         return report
     report.add("shape", "ok", f"(B, d) = {out.shape}")
 
-    dtype_notes = []
+    dtype_notes, too_coarse = [], []
     for dtype in (np.float64, np.float32):
         got = np.asarray(model.score(x.astype(dtype), times)).dtype
         if got != dtype:
             dtype_notes.append(f"{np.dtype(dtype).name} in -> {got.name} out")
+        if got not in (np.float64, np.float32):
+            too_coarse.append(got.name)
+    if too_coarse:
+        # float16 (or integers) lose the precision the sweeps' residuals need
+        report.add("dtype", "fail", "; ".join(dtype_notes) + ": scores must be float32 or float64")
+        return report
     report.add("dtype", "warn" if dtype_notes else "ok",
                "; ".join(dtype_notes) if dtype_notes else "keeps float64 and float32")
 

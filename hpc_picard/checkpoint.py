@@ -17,7 +17,13 @@ Layout:
     / attrs: window (JSON counters of the wavefront, if any), format, next_block,
              evaluations, restarts, config (JSON), config_hash,
              n_ranks, hpc_picard_version, and the cumulative seconds of earlier segments
-             (wall_time, score_time, noise_time, communication_time, io_time)
+             (wall_time, score_time, noise_time, communication_time, io_time,
+             setup_time)
+
+The first HEADER_SIZE bytes are an HDF5 user block (ignored by HDF5) that holds a
+SHA-256 digest of every byte after it: data, attributes and HDF5's own structures. A
+read checks the digest before HDF5 parses anything, so a flipped byte anywhere, a
+truncation or an appended tail is refused as corrupt, never half believed.
 
 Writes go through :func:`hpc_picard.output.write_atomic` (temporary file, fsync,
 rename): the previous checkpoint stays valid until the new one is complete, and a
@@ -41,7 +47,11 @@ import numpy as np
 from . import __version__
 from .output import write_atomic
 
-FORMAT = 1
+FORMAT = 2
+
+#: the user block: MAGIC, the hex digest of the rest of the file, a newline, zeros
+HEADER_SIZE = 512
+MAGIC = b"hpc_picard checkpoint sha256 "
 
 #: RunConfig fields that do not change the samples: where files go and how the work is
 #: split over ranks (results at another rank count agree to round-off). Every other
@@ -49,11 +59,17 @@ FORMAT = 1
 NON_RESULT_FIELDS = ("output", "checkpoint", "checkpoint_every", "time_ranks", "max_batch")
 
 #: cumulative wall-clock seconds carried from one segment of a run to the next
-TIMINGS = ("wall_time", "score_time", "noise_time", "communication_time", "io_time")
+TIMINGS = ("wall_time", "score_time", "noise_time", "communication_time", "io_time",
+           "setup_time")
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used: reported as one line, exit code 2."""
+
+
+class CheckpointWriteError(Exception):
+    """A checkpoint that could not be written (rank 0 only): one line, exit code 1;
+    the previous checkpoint stays intact."""
 
 
 @dataclass
@@ -136,7 +152,46 @@ def write(path: str, state: RunState, config, n_ranks: int) -> None:
         fh.attrs["hpc_picard_version"] = __version__
         for name in TIMINGS:
             fh.attrs[name] = float(state.timings.get(name, 0.0))
-    write_atomic(path, fill)
+    write_atomic(path, fill, userblock_size=HEADER_SIZE, seal=_seal)
+
+
+def _digest_after_header(fh) -> str:
+    fh.seek(HEADER_SIZE)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 22), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _header(digest: str) -> bytes:
+    return (MAGIC + digest.encode() + b"\n").ljust(HEADER_SIZE, b"\0")
+
+
+def _seal(image: bytes) -> bytes:
+    """The whole file: the header with the digest of ``image``, then ``image``."""
+    return _header(hashlib.sha256(image).hexdigest()) + image
+
+
+def verify(path: str):
+    """CheckpointError unless ``path`` is a regular file whose user block holds the
+    digest of the rest of it (the whole header is compared, padding included)."""
+    from .fileguard import refuse_non_regular
+    try:
+        refuse_non_regular(path)
+        with open(path, "rb") as fh:
+            header = fh.read(HEADER_SIZE)
+            digest = _digest_after_header(fh)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({_reason(exc)})") from None
+    if not header.startswith(MAGIC):
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (no hpc_picard "
+                              f"checksum header; not a format-{FORMAT} checkpoint?); restore it "
+                              f"or start over without --resume")
+    if header != _header(digest):
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (content checksum "
+                              f"mismatch); restore it or start over without --resume")
 
 
 def _checksummed(fh, name: str, array: np.ndarray):
@@ -155,6 +210,7 @@ def read(path: str, config) -> RunState:
     Raises CheckpointError if the file is unreadable, truncated or corrupt (checksum),
     was written by a run whose result fields differ, or holds inconsistent shapes.
     """
+    verify(path)
     try:
         with h5py.File(path, "r") as fh:
             attrs = {name: fh.attrs[name] for name in fh.attrs}
@@ -180,12 +236,18 @@ def read(path: str, config) -> RunState:
         raise
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        # h5py reports a failed fletcher32 check, a truncated file and a damaged header
-        # all as OSError; a missing dataset or attribute as KeyError.
+    except Exception as exc:
+        # Past the digest this is a file we wrote, or a foreign one given our header:
+        # whatever HDF5 or the parsing below raises, the file is not usable.
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({_reason(exc)}); "
                               f"restore it or start over without --resume") from None
-    next_block = int(attrs["next_block"])
+    try:
+        next_block = int(attrs["next_block"])
+        evaluations, restarts = int(attrs["evaluations"]), int(attrs["restarts"])
+        timings = {name: float(attrs.get(name, 0.0)) for name in TIMINGS}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({_reason(exc)}); "
+                              f"restore it or start over without --resume") from None
     expected = (config.num_samples, config.dim)
     if (states.shape != expected or states.dtype != np.dtype(config.dtype)
             or not 0 <= next_block <= config.blocks
@@ -196,8 +258,7 @@ def read(path: str, config) -> RunState:
                               f"{states.dtype}, {len(sweeps)} block records, next block "
                               f"{next_block}; expected {expected} {config.dtype}")
     return RunState(next_block=next_block, states=states, sweeps=sweeps, residuals=residuals,
-                    evaluations=int(attrs["evaluations"]), restarts=int(attrs["restarts"]),
-                    timings={name: float(attrs.get(name, 0.0)) for name in TIMINGS},
+                    evaluations=evaluations, restarts=restarts, timings=timings,
                     window=window, window_states=window_states, labels=labels)
 
 
@@ -223,7 +284,13 @@ def save(pgrid, path: str, y_local: np.ndarray, state: RunState, config) -> floa
         return 0.0
     start = time.perf_counter()
     state.states = gathered
-    write(path, state, config, pgrid.world.size)
+    try:
+        write(path, state, config, pgrid.world.size)
+    except OSError as exc:
+        from .fileguard import short_reason
+        raise CheckpointWriteError(f"could not write checkpoint {path} ({short_reason(exc)}); "
+                                   f"the previous checkpoint is intact: free space and "
+                                   f"rerun with --resume") from None
     return time.perf_counter() - start
 
 
@@ -238,7 +305,7 @@ def load(pgrid, path: str, config) -> tuple:
     start = time.perf_counter()
     verdict, state = None, None
     if pgrid.world.rank == 0:
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             verdict = ("missing", None)
         else:
             try:
@@ -252,6 +319,9 @@ def load(pgrid, path: str, config) -> tuple:
                                           state.labels))
             except CheckpointError as exc:
                 verdict = ("refused", str(exc))
+            except Exception as exc:     # never a traceback for a damaged file
+                verdict = ("refused", f"checkpoint {path} is corrupt or truncated "
+                                      f"({_reason(exc)}); restore it or start over without --resume")
     elapsed = time.perf_counter() - start
     kind, detail = pgrid.world.bcast_obj(verdict, root=0)
     if kind == "refused":

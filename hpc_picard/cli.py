@@ -6,7 +6,7 @@ output file from rank 0. Every option's default lives in :class:`RunConfig`.
 """
 from __future__ import annotations
 
-import os
+import contextlib
 import sys
 
 import click
@@ -102,8 +102,9 @@ def _with_options(fn):
 
 
 def _error(comm, message: str, code: int = 2):
-    """One line on rank 0, the same exit code on every rank, no collective call."""
-    if comm.rank == 0:
+    """One line on rank 0 (or on this rank, ``comm`` None), the same exit code on every
+    rank, no collective call."""
+    if comm is None or comm.rank == 0:
         click.echo(f"picard-sample: error: {message}", err=True)
     sys.exit(code)
 
@@ -131,8 +132,8 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
     Run under MPI, e.g. `mpiexec -n 4 picard-sample --model grf --dim 4096`.
     Exit codes: 0 done, 2 bad input (nothing computed), 1 the numerics failed.
     """
-    from .models import resolve_dim
     from .parallel import install_abort_handler, world
+    from .safety import resolve_dim_checked
     install_abort_handler()
     comm = world()
     refuse_singletons(comm.size)
@@ -143,12 +144,11 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
             raise ConfigError(f"--plan-ranks must be positive, got {plan_ranks}")
         # The model's d first (an omitted --dim takes it, a contradicting one is refused),
         # then --accuracy fills in T, blocks, slices and sweeps (plans.py) from that d.
-        config = resolve_plan(resolve_dim(RunConfig.from_sources(config_file, overrides)))
+        config = resolve_plan(resolve_dim_checked(RunConfig.from_sources(config_file, overrides)))
         config = config.validate(n_ranks)
         if resume and not config.checkpoint:
             raise ConfigError("--resume needs --checkpoint PATH (the file to resume from)")
-        if not dry_run:
-            check_existing_files(config, overwrite, resume)
+        # (the files are checked later, on rank 0, under their locks)
         from .perfmodel import resolve_auto_time_ranks
         config = resolve_auto_time_ranks(config, n_ranks, None if dry_run else comm)
     except ConfigError as exc:
@@ -158,18 +158,67 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
     if dry_run:
         from .dry_run import format_plan, make_plan
         if comm.rank == 0:
-            click.echo(format_plan(make_plan(config, n_ranks)))
-            click.echo(prediction_text(config, n_ranks))
+            plan = make_plan(config, n_ranks)
+            click.echo(format_plan(plan))
+            # timing the model builds it: only where one rank's share fits this node
+            from .limits import fit_verdict
+            click.echo(prediction_text(config, n_ranks)
+                       if fit_verdict(plan["ranks"][0]["memory_bytes"], 1) is None else
+                       "predicted wall time: unavailable (timing the model needs more memory "
+                       "than this node has; see the memory line)")
         return
 
-    from .checkpoint import CheckpointError
+    from . import fileguard
+    from .limits import check_memory
+    # Rank 0 alone touches files: it locks the paths for the whole run, then checks what
+    # is at them (after the lock, so that no other job can change that meanwhile).
+    with fileguard.cleanup_on_signals(), contextlib.ExitStack() as held:
+        def take_paths():
+            held.enter_context(fileguard.locked(run_paths(config)))
+            check_existing_files(config, overwrite, resume)
+        _on_rank0(comm, take_paths)
+        try:
+            check_memory(config, comm)
+        except ConfigError as exc:
+            _error(comm, str(exc))
+        result = _sample(comm, config, resume, progress, verbose)
+        if comm.rank == 0:
+            finish(config, comm.size, result, quiet)
+
+
+def run_paths(config: RunConfig) -> list:
+    """(path, what) of every file a run writes, for the locks."""
+    paths = [(config.output, "output file")]
+    if config.checkpoint:
+        paths.append((config.checkpoint, "checkpoint"))
+    if config.save_images:
+        paths.append((config.save_images, "--save-images file"))
+    return paths
+
+
+def _on_rank0(comm, check):
+    """``check()`` on rank 0 only; its ConfigError ends every rank alike (exit 2)."""
+    message = None
+    if comm.rank == 0:
+        try:
+            check()
+        except ConfigError as exc:
+            message = str(exc)
+    message = comm.bcast_obj(message, root=0)
+    if message is not None:
+        _error(comm, message)
+
+
+def _sample(comm, config, resume, progress_flag, verbose):
+    """Run the sampler; every failure becomes one message and its exit code."""
+    from .checkpoint import CheckpointError, CheckpointWriteError
     from .devices import DeviceError
     from .progress import Progress, configure_logging, sweep_logger
     from .runner import run
     from .samplers import SamplingError
     logger = configure_logging(comm.rank, verbose)
     progress = Progress(config.blocks, config.picard_iters,
-                        enabled=False if comm.rank != 0 else progress)
+                        enabled=False if comm.rank != 0 else progress_flag)
     log_sweep = sweep_logger(logger) if verbose else None
 
     def on_sweep(block_index, sweep, residual):
@@ -178,21 +227,23 @@ def main(config_file, overwrite, quiet, resume, dry_run, plan_ranks, progress, v
             log_sweep(block_index, sweep, residual)
 
     try:
-        result = run(config, comm, on_block=progress.block, on_sweep=on_sweep, resume=resume)
+        return run(config, comm, on_block=progress.block, on_sweep=on_sweep, resume=resume)
     except (CheckpointError, ConfigError) as exc:
+        # raised alike on every rank (a broadcast or agreed verdict): rank 0 reports
         progress.close()
         _error(comm, str(exc))
-    except (SamplingError, DeviceError) as exc:
+    except (SamplingError, DeviceError, CheckpointWriteError) as exc:
         progress.close()
+        if getattr(exc, "collective", False):
+            _error(comm, str(exc), code=1)
+        # only this rank may know: it reports, and ends the others
         sys.stderr.write(f"picard-sample: error on rank {comm.rank}: {exc}\n")
         sys.stderr.flush()
         if comm.size > 1:
             comm.abort(1)
         sys.exit(1)
-    progress.close()
-
-    if comm.rank == 0:
-        finish(config, comm.size, result, quiet)
+    finally:
+        progress.close()
 
 
 def refuse_singletons(world_size: int):
@@ -228,42 +279,76 @@ def warn_unused_options(comm, config: RunConfig, config_file, overrides: dict):
 
 
 def check_existing_files(config: RunConfig, overwrite: bool, resume: bool):
-    """Refuse to replace results by accident: an existing output file needs
-    --overwrite; an existing checkpoint needs --resume (continue) or --overwrite."""
-    if os.path.exists(config.output) and not overwrite:
-        raise ConfigError(f"output file {config.output} exists; pass --overwrite to replace it")
-    if config.checkpoint and os.path.exists(config.checkpoint) and not (resume or overwrite):
-        raise ConfigError(f"checkpoint {config.checkpoint} exists; pass --resume to continue "
-                          f"from it or --overwrite to start over")
+    """Refuse to replace results by accident or anything that is not a regular file:
+    an existing output file (or image) needs --overwrite; an existing checkpoint needs
+    --resume (continue) or --overwrite (fileguard.check_target)."""
+    from .fileguard import check_target
+    check_target(config.output, "output file", overwrite,
+                 "pass --overwrite to replace it")
+    if config.checkpoint:
+        check_target(config.checkpoint, "checkpoint", resume or overwrite,
+                     "pass --resume to continue from it or --overwrite to start over")
+    if config.save_images:
+        check_target(config.save_images, "--save-images file", overwrite,
+                     "pass --overwrite to replace it")
 
 
 def finish(config: RunConfig, n_ranks: int, result, quiet: bool):
-    """Rank 0: score the samples against the exact target, write the file, summarise."""
+    """Rank 0: score the samples against the exact target, write the file, summarise.
+
+    The samples are never lost to a failed write: they go to a rescue file instead,
+    and the message names it (exit code 1).
+    """
     import time
 
+    from . import fileguard
     from .models import build_model
     from .output import write_samples
+    from .provenance import provenance
     model = result.model if getattr(result, "model", None) is not None else build_model(config)
     config = getattr(result, "config", None) or config      # as run: the model's d
-    if config.save_images:
-        from .models.digits import image_grid, write_png
-        side = image_side(model)
-        if side is None:
-            click.echo(f"picard-sample: warning: d={model.dim} samples are not images; "
-                       f"--save-images skipped", err=True)
-        else:
-            write_png(config.save_images, image_grid(result.samples, side))
     labels = getattr(result, "labels", None)
     accuracy = {}
     if hasattr(model, "accuracy"):
         # conditional runs are also scored against the labels they asked for
         extra = {} if labels is None else {"labels": labels}
         accuracy = model.accuracy(result.samples, config.delta, config.seed, **extra)
-    stats = write_samples(config.output, result.samples, config.to_json(), n_ranks,
-                          result.stats, result.per_block, model.parameters(), accuracy,
-                          io_started=time.perf_counter(), labels=labels)
+    try:
+        stats = write_samples(config.output, result.samples, config.to_json(), n_ranks,
+                              result.stats, result.per_block, model.parameters(), accuracy,
+                              io_started=time.perf_counter(),
+                              provenance=provenance(config, n_ranks, result.placements),
+                              labels=labels)
+    except Exception as exc:
+        rescue = fileguard.rescue_samples(result.samples, config.output)
+        where = (f"the samples were saved to {rescue} (numpy.load reads it)" if rescue else
+                 "no rescue file could be written either (disk full?)")
+        _error(None, f"could not write output file {config.output} "
+                     f"({fileguard.short_reason(exc)}); {where}", code=1)
+    if config.save_images:
+        _save_images(config, model, result.samples)
     if not quiet:
         click.echo(summary(config, n_ranks, stats, accuracy))
+
+
+def _save_images(config, model, samples):
+    """The PNG grid, after the samples are safe in the output file."""
+    from . import fileguard
+    from .models.digits import image_grid, write_png
+    side = image_side(model)
+    if side is None:
+        click.echo(f"picard-sample: warning: d={model.dim} samples are not images; "
+                   f"--save-images skipped", err=True)
+        return
+    tmp = fileguard.new_temp(config.save_images)
+    try:
+        write_png(tmp, image_grid(samples, side))
+        fileguard.commit_temp(tmp, config.save_images)
+    except OSError as exc:
+        fileguard.discard_temp(tmp)
+        _error(None, f"could not write --save-images file {config.save_images} "
+                     f"({fileguard.short_reason(exc)}); the samples are in {config.output}",
+               code=1)
 
 
 def image_side(model):
@@ -296,22 +381,27 @@ def check_main(config_file, points, **options):
 
     e.g. `picard-check-model --model mypackage.models:make_score --dim 256`.
     """
-    from .models import resolve_dim
     from .parallel import Communicator
+    from .safety import resolve_dim_checked
     overrides = {k: v for k, v in options.items() if v is not None}
     comm = Communicator.self_comm()
     try:
-        config = resolve_dim(RunConfig.from_sources(config_file, overrides)).validate(1)
+        config = resolve_dim_checked(RunConfig.from_sources(config_file, overrides)).validate(1)
     except ConfigError as exc:
         click.echo(f"picard-check-model: error: {exc}", err=True)
         sys.exit(2)
     from . import devices
     from .check import check_model
-    from .models import build_model
-    placement = devices.place(config.device, comm)
-    click.echo(f"picard-check-model: {config.model} on {placement.describe()}")
-    model = build_model(config, device=placement.torch_device)
-    report = check_model(model, T=config.T, delta=config.delta, points=points, seed=config.seed)
+    from .safety import SetupError, build_checked
+    try:
+        placement = devices.place(config.device, comm)
+        click.echo(f"picard-check-model: {config.model} on {placement.describe()}")
+        model = build_checked(config, placement.torch_device, probe=False)
+    except (SetupError, devices.DeviceError) as exc:
+        click.echo(f"picard-check-model: error: {exc}", err=True)
+        sys.exit(2)
+    report = check_model(model, T=config.T, delta=config.delta, points=points, seed=config.seed,
+                         expected_dim=overrides.get("dim"))
     click.echo(report.text())
     sys.exit(0 if report.ok else 1)
 

@@ -186,11 +186,15 @@ class RunConfig:
         if not (math.isfinite(self.accuracy) and self.accuracy >= 0):
             raise ConfigError(f"--accuracy must be non-negative and finite, got {self.accuracy}")
         self.sampler_class.validate(self)
+        from .limits import check_combinations, check_ranges   # limits reads our fields
+        check_ranges(self)
         from .conditioning import check_guidance
         check_guidance(self.guidance_scale, self.labels)
         self._validate_scaling()
         if self.time_ranks != TIME_RANKS_AUTO:   # auto: the model picks a valid split later
             self._validate_split(num_ranks)
+        # after the split checks, whose messages say more about a bad split
+        check_combinations(self)
         self.check_output_path()
         return self
 

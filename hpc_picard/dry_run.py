@@ -8,9 +8,12 @@ working memory (:func:`memory_bytes`), and the device each rank would use.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .grid import TimeGrid
+from .limits import describe_fit, fixed_bytes
 from .parallel import balanced_range
 
 
@@ -48,17 +51,20 @@ def make_plan(config, n_ranks: int) -> dict:
 
 
 def memory_bytes(config, n_ranks: int, rank: int) -> int:
-    """Working memory of world rank ``rank`` of ``n_ranks``, in bytes: the sampler's
-    arrays for its samples and slices (the class's ``memory_bytes``), plus, on rank 0,
-    every sample once for the output and the checkpoints. The model's own temporaries
-    are not included.
+    """Resident memory of world rank ``rank`` of ``n_ranks``, in bytes: the interpreter,
+    libraries, model and time grid (limits.fixed_bytes), the sampler's arrays for its
+    samples and slices (the class's ``memory_bytes``), plus, on rank 0, every sample
+    twice: once gathered for the output and the checkpoints, once as the file's image
+    built in memory (output.hdf5_image). The model's per-call temporaries are not
+    included.
     """
     time_ranks = config.resolved_time_ranks(n_ranks)
     group, position = divmod(rank, time_ranks)
     first, stop = balanced_range(config.num_samples, n_ranks // time_ranks, group)
-    total = config.sampler_class.memory_bytes(config, stop - first, time_ranks, position)
+    total = fixed_bytes(config)
+    total += config.sampler_class.memory_bytes(config, stop - first, time_ranks, position)
     if rank == 0:
-        total += config.num_samples * config.dim * np.dtype(config.dtype).itemsize
+        total += 2 * config.num_samples * config.dim * np.dtype(config.dtype).itemsize
     return int(total)
 
 
@@ -81,6 +87,8 @@ def format_plan(plan: dict, max_rows: int = 16) -> str:
         f"sequential: {plan['sequential_rounds']})",
         f"score evaluations per sample: {bound}{plan['evaluations_per_sample']}",
         f"checkpoints: {plan['checkpoints']}",
+        # a node rarely runs more ranks than it has cores
+        describe_fit(plan, min(plan["n_ranks"], os.cpu_count() or 1)),
         "blocks (forward time t, from T down to delta):",
         "  block  slices   t_start       t_end         min_step      max_step",
     ]

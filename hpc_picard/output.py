@@ -10,20 +10,25 @@ Layout (docs/usage.md):
                   io_time, noise_time, restarts, ... and accuracy scalars
     /stats/sweeps_per_block, /stats/residual_per_block, accuracy arrays
     /model attrs and datasets: the analytic target's defining parameters
+    /provenance attrs: created_utc, command_line, host, versions (python, numpy,
+                  torch, mpi4py, h5py, HDF5, the MPI library), n_ranks, time_ranks,
+                  sample_groups, devices (JSON: each rank's actual placement)
 
-The file is written to a temporary name in the same directory, flushed, fsynced and
-renamed, so a file at the final path is always complete.
+The file is built in memory, written to a temporary name in the same directory,
+fsynced and renamed, so a file at the final path is always complete.
 """
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
 import time
 
 import h5py
 import numpy as np
 
-from . import __version__
+from . import __version__, fileguard
+
+_images = itertools.count()
 
 
 def _put(group, name: str, value):
@@ -35,30 +40,53 @@ def _put(group, name: str, value):
         raise TypeError(f"cannot store {name!r} of type {type(value).__name__}")
 
 
-def write_atomic(path: str, fill) -> None:
-    """Create an HDF5 file at ``path`` atomically; ``fill(h5file)`` writes its contents."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=directory)
-    os.close(fd)
+def hdf5_image(fill, userblock_size: int = 0) -> bytes:
+    """The bytes of an HDF5 file that ``fill(h5file)`` writes, built in memory.
+
+    The file's user block (``userblock_size`` bytes) is not part of the image: the
+    caller puts its own bytes there. HDF5 itself never writes to disk here, so a full
+    disk is an ordinary OSError from Python's write, not an HDF5 failure (HDF5 2.0
+    crashes or leaves half-closed ids on a failed write).
+    """
+    name = f"hpc_picard-image-{os.getpid()}-{next(_images)}"
+    with h5py.File(name, "w", driver="core", backing_store=False,
+                   userblock_size=userblock_size) as fh:
+        fill(fh)
+        fh.flush()
+        return bytes(fh.id.get_file_image())
+
+
+def write_atomic(path: str, fill, userblock_size: int = 0, seal=None) -> None:
+    """Create an HDF5 file at ``path`` atomically; ``fill(h5file)`` writes its contents.
+
+    ``seal(image)`` makes the user block: it gets the image after it and returns the
+    whole file (the checkpoint puts its checksum there); without it the user block is
+    zeros. The bytes go to a temporary file next to ``path``, which is synced and
+    renamed over ``path``; it is removed on every failure, and by SIGTERM/SIGINT
+    (:mod:`hpc_picard.fileguard`).
+    """
+    image = hdf5_image(fill, userblock_size)
+    data = seal(image) if seal is not None else bytes(userblock_size) + image
+    tmp = fileguard.new_temp(path)
     try:
-        with h5py.File(tmp, "w") as fh:
-            fill(fh)
-        with open(tmp, "rb+") as fh:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
             os.fsync(fh.fileno())
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        fileguard.commit_temp(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        fileguard.discard_temp(tmp)
         raise
 
 
 def write_samples(path: str, samples: np.ndarray, config_json: str, n_ranks: int,
                   stats: dict, per_block: dict, model_parameters: dict,
                   accuracy: dict | None = None, io_started: float | None = None,
+                  provenance: dict | None = None,
                   labels: np.ndarray | None = None) -> dict:
     """Write the output file atomically; returns the stats as written.
 
@@ -85,5 +113,8 @@ def write_samples(path: str, samples: np.ndarray, config_json: str, n_ranks: int
         model = fh.create_group("model")
         for name, value in model_parameters.items():
             _put(model, name, value)
+        origin = fh.create_group("provenance")
+        for name, value in (provenance or {}).items():
+            _put(origin, name, value)
     write_atomic(path, fill)
     return written

@@ -50,13 +50,15 @@ class Progress:
         self.stream.flush()
         self._width = len(text)
 
+    # Blocks are numbered from 0 in every message (as in --dry-run's table, the
+    # checkpoint's next block and the stats arrays); sweeps count 1 .. K.
     def sweep(self, block_index: int, sweep: int, residual: float):
-        self._draw(f"picard-sample: block {block_index + 1}/{self.num_blocks}  "
+        self._draw(f"picard-sample: block {block_index} (blocks 0-{self.num_blocks - 1})  "
                    f"sweep {sweep}/{self.max_sweeps}  residual {residual:.3g}")
 
     def block(self, block_index: int, stats):
         self.blocks_done = block_index + 1
-        self._draw(f"picard-sample: block {block_index + 1}/{self.num_blocks} done  "
+        self._draw(f"picard-sample: block {block_index} (blocks 0-{self.num_blocks - 1}) done  "
                    f"({stats.sweeps} sweeps, residual {stats.residual:.3g})",
                    force=block_index + 1 == self.num_blocks)
 
@@ -76,11 +78,26 @@ def configure_logging(rank: int, verbose: bool = False, stream=None) -> logging.
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
-    handler.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(message)s"))
+    handler.setFormatter(logging.Formatter("[rank %(rank)s] %(levelname)s %(message)s"))
+    handler.addFilter(_RankLabel(rank))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING)
     logger.propagate = False
     return logger
+
+
+class _RankLabel(logging.Filter):
+    """Labels a record with the world rank it is about: its own ``extra={"rank": r}``
+    when a rank reports for others (rank 0's placement lines), else the logging rank."""
+
+    def __init__(self, rank: int):
+        super().__init__()
+        self.rank = rank
+
+    def filter(self, record):
+        if not hasattr(record, "rank"):
+            record.rank = self.rank
+        return True
 
 
 class _StderrHandler(logging.Handler):
@@ -107,7 +124,8 @@ def summary_table(config, n_ranks: int, time_ranks: int, stats: dict, accuracy: 
     parts = [("score model", stats["score_time"]),
              ("communication", stats["communication_time"]),
              ("I/O (checkpoints, output)", stats.get("io_time", 0.0)),
-             ("noise generation", stats["noise_time"])]
+             ("noise generation", stats["noise_time"]),
+             ("setup (imports, model)", stats.get("setup_time", 0.0))]
     other = wall - sum(seconds for _, seconds in parts)
     rows = [
         ("rounds (critical path)", f"{stats['rounds']}"),

@@ -15,9 +15,10 @@ from . import checkpoint, conditioning, noise
 from .config import RunConfig
 from .emulation import EmulatedLatency
 from .grid import TimeGrid
-from .models import build_model, resolve_dim, score_model
+from .models import resolve_dim, score_model
 from .parallel import Communicator, ProcessGrid
 from .plans import resolve_plan
+from .safety import agree, build_checked
 from .arrays import make_backend
 from .samplers import SamplerContext, build_sampler
 
@@ -29,15 +30,17 @@ class RunResult:
     """samples: (num_samples, d) on world rank 0, None elsewhere; stats: on every rank.
 
     model: the score model the run used (its dim is the samples' d); placement: where
-    this rank evaluated it (:class:`hpc_picard.devices.Placement`); config: the
-    configuration as run (d the model's, an --accuracy plan filled in); labels: every
-    sample's class label (num_samples,) for conditional runs, else None.
+    this rank evaluated it (:class:`hpc_picard.devices.Placement`); placements: every
+    world rank's placement line, in rank order (for the output's provenance); config:
+    the configuration as run (d the model's, an --accuracy plan filled in); labels: every sample's
+    class label (num_samples,) for conditional runs, else None.
     """
     samples: np.ndarray | None
     stats: dict = field(default_factory=dict)
     per_block: dict = field(default_factory=dict)
     model: object = None
     placement: object = None
+    placements: list = field(default_factory=list)
     config: object = None
     labels: np.ndarray | None = None
 
@@ -73,13 +76,20 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     start = time.perf_counter()
     # Placement is collective (the node-local split), so every rank does it, and
     # before any model is built: the model is created on the rank's device.
-    placement = devices.place(config.device, world)
+    placement = agree(world, lambda: devices.place(config.device, world))
     world.cuda_aware = devices.mpi_is_cuda_aware(config.cuda_aware_mpi)
     where = world.allgather_obj(placement.describe())
     if world.rank == 0:
-        for line in where:
-            (placement_log or log.info)(line)
-    model = build_model(config, device=placement.torch_device) if model is None else score_model(model)
+        for rank, line in enumerate(where):
+            # rank 0 prints them together, each under the rank it describes
+            if placement_log is not None:
+                placement_log(line)
+            else:
+                log.info(line, extra={"rank": rank})
+    if model is None:
+        model = agree(world, lambda: build_checked(config, placement.torch_device))
+    else:
+        model = score_model(model)
     # The model owns d; then --accuracy plans from it (a no-op without --accuracy).
     config = resolve_plan(resolve_dim(config, model))
     grid = build_grid(config)
@@ -96,6 +106,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
                                                   placement.torch_device),
                              latency=EmulatedLatency.parse(config.emulate_latency))
     sampler = build_sampler(config, context)
+    # imports, placement and the model build: not sampling, and not "arithmetic" either
+    setup_seconds = time.perf_counter() - start
 
     io_seconds = 0.0
     saved = None
@@ -105,8 +117,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
             log.info("no checkpoint at %s: starting from block 0", config.checkpoint)
         else:
             checkpoint.check_labels(saved, labels, config.checkpoint)
-            log.info("resuming from %s at block %d of %d", config.checkpoint,
-                     saved.next_block, grid.num_blocks)
+            log.info("resuming from %s at block %d (blocks 0-%d)", config.checkpoint,
+                     saved.next_block, grid.num_blocks - 1)
     if saved is None:
         saved = checkpoint.RunState(next_block=0, states=None)
         y = initial_state(config, samples, model.dim)
@@ -122,7 +134,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
                "score_time": context.timers.score_seconds,
                "noise_time": context.timers.noise_seconds,
                "communication_time": pgrid.comm_seconds(),
-               "io_time": io_seconds}
+               "io_time": io_seconds, "setup_time": setup_seconds}
         return {k: v + saved.timings.get(k, 0.0) for k, v in now.items()}
 
     if getattr(sampler, "window_checkpoints", False):
@@ -164,15 +176,15 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
         sweeps.append(bstats.sweeps)
         evaluations += bstats.evaluations
         residuals.append(bstats.residual)
-        log.debug("block %d/%d: %d sweeps, residual %.3g", block.index + 1, grid.num_blocks,
-                  bstats.sweeps, bstats.residual)
+        log.debug("block %d (blocks 0-%d): %d sweeps, residual %.3g", block.index,
+                  grid.num_blocks - 1, bstats.sweeps, bstats.residual)
         done = block.index + 1
         if config.checkpoint and (done % config.checkpoint_every == 0 or done == grid.num_blocks):
             state = checkpoint.RunState(next_block=done, states=None, sweeps=sweeps,
                                         residuals=residuals, evaluations=evaluations,
                                         restarts=saved.restarts, timings=timings(), labels=labels)
             io_seconds += checkpoint.save(pgrid, config.checkpoint, y, state, config)
-            log.debug("checkpoint after block %d written to %s", done, config.checkpoint)
+            log.debug("checkpoint after block %d written to %s", block.index, config.checkpoint)
         if on_block is not None:
             on_block(block.index, bstats)
 
@@ -194,5 +206,5 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     per_block = {"sweeps_per_block": np.array(sweeps, dtype=np.int64),
                  "residual_per_block": np.array(residuals, dtype=np.float64)}
     return RunResult(samples=gathered if world.rank == 0 else None, stats=stats,
-                     per_block=per_block, model=model, placement=placement, config=config,
-                     labels=labels)
+                     per_block=per_block, model=model, placement=placement, placements=where,
+                     config=config, labels=labels)

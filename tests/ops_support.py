@@ -32,10 +32,15 @@ def cli_args(values: dict) -> list:
     return args
 
 
-def mpirun(n: int, args: list, timeout: float = 60, cwd=None) -> subprocess.CompletedProcess:
+#: an environment in which `--model fault_models:...` (tests/) imports
+TESTS_ON_PATH = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    [os.path.dirname(os.path.abspath(__file__))] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+
+
+def mpirun(n: int, args: list, timeout: float = 60, cwd=None, env=None) -> subprocess.CompletedProcess:
     """``mpiexec -n n picard-sample args``, bounded by ``timeout`` seconds."""
     return subprocess.run([MPIEXEC, "-n", str(n), PICARD, *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+                          text=True, timeout=timeout, cwd=cwd, env=env)
 
 
 def leftovers(directory) -> list:

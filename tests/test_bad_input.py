@@ -7,7 +7,7 @@ import os
 
 import pytest
 from click.testing import CliRunner
-from ops_support import leftovers, mpirun
+from ops_support import TESTS_ON_PATH, leftovers, mpirun
 
 from hpc_picard.cli import main
 from hpc_picard.grid import TimeGrid
@@ -103,11 +103,9 @@ def test_an_existing_output_file_is_kept_unless_overwrite(in_tmp):
     assert (in_tmp / "out.h5").read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_a_non_finite_score_names_block_slice_and_rank(in_tmp):
-    # Component means of norm 1e300 overflow the mixture's logits to NaN.
-    assert_fails(["--model", "gmm", "--dim", "4", "--num-samples", "4", "--blocks", "2",
-                  "--steps-per-block", "8", "--gmm-radius", "1e300"], 1,
+    assert_fails(["--model", "fault_models:make_nan", "--dim", "4", "--num-samples", "4",
+                  "--blocks", "2", "--steps-per-block", "8"], 1,
                  "error on rank 0: non-finite score in block 0, slice 0 (forward time t=10) "
                  "on time rank 0", in_tmp)
 
@@ -138,9 +136,9 @@ def test_more_time_ranks_than_slices_under_mpiexec(in_tmp):
 
 
 def test_a_non_finite_score_under_mpiexec_ends_every_rank(in_tmp):
-    result = mpirun(2, ["--model", "gmm", "--dim", "4", "--num-samples", "4", "--blocks", "2",
-                        "--steps-per-block", "8", "--gmm-radius", "1e300", "--output", "out.h5"],
-                    cwd=in_tmp)
+    result = mpirun(2, ["--model", "fault_models:make_nan", "--dim", "4", "--num-samples", "4",
+                        "--blocks", "2", "--steps-per-block", "8", "--output", "out.h5"],
+                    cwd=in_tmp, env=TESTS_ON_PATH)
     assert result.returncode != 0
     assert "non-finite score in block 0, slice" in result.stderr
     assert "on time rank" in result.stderr

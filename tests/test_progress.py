@@ -27,8 +27,8 @@ def test_progress_draws_blocks_sweeps_and_residual_on_a_terminal():
     progress.block(2, BlockStats(sweeps=4, evaluations=32, residual=0.01))
     progress.close()
     text = out.getvalue()
-    assert "\rpicard-sample: block 1/3  sweep 2/5  residual 0.125" in text
-    assert "block 3/3 done  (4 sweeps, residual 0.01)" in text
+    assert "\rpicard-sample: block 0 (blocks 0-2)  sweep 2/5  residual 0.125" in text
+    assert "block 2 (blocks 0-2) done  (4 sweeps, residual 0.01)" in text
     assert text.endswith("\n")
 
 
@@ -90,7 +90,7 @@ def test_cli_verbose_logs_every_sweep_with_the_rank(cli_env):
                                        "--output", "out.h5", "--verbose", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "[rank 0] DEBUG block 1 sweep 3 residual" in result.output
-    assert "[rank 0] DEBUG block 8/8: 3 sweeps" in result.output
+    assert "[rank 0] DEBUG block 7 (blocks 0-7): 3 sweeps" in result.output
 
 
 def test_summary_table_reports_restarts_and_shares():
@@ -112,5 +112,5 @@ def test_cli_progress_can_be_forced_where_stderr_is_a_pipe(cli_env):
                                        "--steps-per-block", "8", "--output", "out.h5", "--quiet",
                                        "--progress"])
     assert result.exit_code == 0, result.output
-    assert "picard-sample: block 2/2 done" in result.output
+    assert "picard-sample: block 1 (blocks 0-1) done" in result.output
     assert result.output.endswith("\n")

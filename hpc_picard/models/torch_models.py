@@ -260,6 +260,7 @@ class NetworkScoreModel(ScoreModel):
                                  f"{tuple(xs.shape)}; a score model must keep the shape")
             # The conversion runs in float64 on the host: near t = 0 the factor
             # 1 / (1 - e^{-2t}) is large and float32 would lose digits in x - e^{-t} x0.
+            refuse_coarse(raw.dtype)
             raw = raw.reshape(x.shape[0], -1).double().cpu().numpy()
         return prediction_to_score(raw, np.asarray(x, dtype=np.float64), t, self.prediction)
 
@@ -310,6 +311,15 @@ def prediction_to_score(raw, x, t, prediction: str):
     raise ValueError(f"unknown prediction {prediction!r}")
 
 
+def refuse_coarse(dtype):
+    """TypeError for scores coarser than float32: float16 and bfloat16 carry 3 digits,
+    below the residuals the sweeps compare against --tol."""
+    name = str(dtype).replace("torch.", "")
+    if name not in ("float32", "float64"):
+        raise TypeError(f"score returned {name}; it must return float32 or float64 "
+                        f"(half precision loses the digits the sweeps need)")
+
+
 class CallableScoreModel(ScoreModel):
     """A plain Python function ``score(x, t)`` on numpy arrays as a score model.
 
@@ -326,6 +336,7 @@ class CallableScoreModel(ScoreModel):
 
     def score(self, x, t):
         out = np.asarray(self.fn(x, np.asarray(t, dtype=np.float64)))
+        refuse_coarse(out.dtype)
         return out.astype(np.asarray(x).dtype, copy=False)
 
 
@@ -360,8 +371,8 @@ def as_score_model(obj, dim: int | None = None, device: str = "cpu", max_batch: 
         if not dim:
             raise ValueError("a plain score function needs --dim")
         return CallableScoreModel(obj, dim, name=name)
-    raise TypeError(f"a model factory returned {type(obj).__name__}, which is neither a "
-                    "score model, a torch module nor a callable")
+    raise TypeError(f"the factory returned {'None' if obj is None else type(obj).__name__}, "
+                    "which is neither a score model, a torch module nor a callable")
 
 
 def load_factory(spec: str):

@@ -22,7 +22,13 @@ F64 = 8
 
 
 class SamplingError(RuntimeError):
-    """A failure of the numerics (non-finite scores, diverging sweeps): ends the run."""
+    """A failure of the numerics (non-finite scores, diverging sweeps): ends the run.
+
+    ``collective``: every rank raises it alike (a verdict on shared residuals), so the
+    CLI prints it once, on rank 0, instead of once per rank.
+    """
+
+    collective = False
 
 
 @dataclass

@@ -72,6 +72,8 @@ class SweepMonitor:
                        f"larger than after the first ({math.sqrt(first):.3g})")
 
     def _fail(self, what: str):
-        raise SamplingError(
+        error = SamplingError(
             f"Picard sweeps diverge in block {self.block.index}: {what}; the block is too "
             f"long to converge in {self.max_sweeps} sweeps: use more --blocks (shorter blocks)")
+        error.collective = True     # the residuals are reduced over all ranks
+        raise error
