@@ -169,7 +169,7 @@ def test_requeued_job_resumes_to_the_same_samples(tmp_path):
     log = log_of(out, "picard-strong-p00002", job)
     assert info["JobState"] == "COMPLETED" and int(info["Restarts"]) >= 1, log
     assert "wall time nearly up: requeueing" in log and "(restart 1)" in log
-    resumed = re.findall(r"resuming from \S+ at block (\d+) of 15", log)
+    resumed = re.findall(r"resuming from \S+ at block (\d+) \(blocks 0-14\)", log)
     assert resumed and all(0 < int(block) < 15 for block in resumed), log
     with h5py.File(out / f"picard-strong-p00002-{job}.h5") as fh, \
             h5py.File(tmp_path / "reference.h5") as ref:
