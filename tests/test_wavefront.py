@@ -76,7 +76,7 @@ def test_linear_analysis_of_the_wavefront():
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(accelerate="anderson"), "does not apply to --schedule wavefront"),
+    (dict(accelerate="anderson", checkpoint="ck.h5"), "mixing history in memory"),
     (dict(active_blocks=-1), "--active-blocks"),
     (dict(schedule="diagonal"), "--schedule"),
     (dict(linear_part="cubic"), "--linear-part"),
