@@ -106,6 +106,10 @@ class WindowMixer:
         self.comm = comm
         self.depth = int(depth)
         self.regularization = float(regularization)
+        self.reset()
+
+    def reset(self):
+        """Forget the history: call at the start of every run."""
         self.count = 0
         self.mixed = False
 

@@ -365,6 +365,8 @@ class Wavefront:
     def run(self, y0=None, state: WavefrontState | None = None, on_state=None):
         """Rounds until the front reaches the trajectory's end: the final state, whose
         states[0] is the end state on every rank."""
+        if self.mixer is not None:
+            self.mixer.reset()
         st = self._take_apart(state) if state is not None else self.start(y0)
         while st.front < self.traj.total:
             st = self.round(st)
