@@ -90,7 +90,7 @@ def triangular_mix(comm, image, residual, df, dg, regularization: float) -> np.n
     return image - np.einsum("jsa,ajsd->jsd", gamma, dg)
 
 
-class WindowMixer:
+class WindowMixer(AndersonMixer):
     """Triangular Anderson mixing of the wavefront's window (samplers/wavefront.py).
 
     The window slides and its rows change ranks between rounds, so the history is kept
@@ -101,12 +101,6 @@ class WindowMixer:
     Rows that entered the window since the last mix (``fresh``) have no last pair:
     their differences are zero, so their equations add nothing to the least squares.
     """
-
-    def __init__(self, comm, depth: int = 3, regularization: float = 1e-6):
-        self.comm = comm
-        self.depth = int(depth)
-        self.regularization = float(regularization)
-        self.reset()
 
     def reset(self):
         """Forget the history: call at the start of every run."""
