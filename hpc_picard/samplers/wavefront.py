@@ -42,22 +42,50 @@ The ODE path's Langevin corrector acts at each block end as the front passes it:
 the front stops there for the corrector's sweeps (its rounds and evaluations count),
 and the next block restarts from the corrected state.
 
-Ranks: the window's slices are split over the time communicator in balanced
-contiguous ranges, recomputed every round (so the split follows the window as blocks
-retire and enter). Each rank holds the window's states (the rebuilt states are
-all-gathered after the scan, as in ParaDiGMS); only its own slices are scored.
+Ranks own contiguous slices of the window, and only those: rank r holds the states at
+window positions lo_r .. hi_r of its balanced range of slices [lo_r, hi_r) (the
+states it scores plus the one its last slice rebuilds), the increments xi of its
+slices and, with Anderson, their history rows: O(window / P) per rank. A round:
+
+    score the own slices -> h_j -> local composition of z -> alpha_j z + h_j
+    -> one Exscan of the composed maps (Communicator.exscan_affine). Rank 0 applies
+       its maps to the front state it holds and sends the result with factor 0, which
+       cuts the segmented scan there: every other rank receives its first state
+       Y_lo (its predecessor's end, carried across block boundaries by the scan)
+    -> rebuild of the own states, residual, one verdict reduction
+    -> [Anderson on the positions behind the verdict (acceleration.WindowMixer)]
+    -> rebalance: the window moves by the accepted prefix and is re-split over the
+       ranks for its new size (blocks retired at the front, entered at the back);
+       one Alltoallv each (Communicator.move_rows) ships the states, the increments
+       and Anderson's rows to their new owners, each position from the rank that
+       rebuilt it. Slices that entered are initialised and their increments drawn by
+       their first owner (each xi once per run).
+
+The end of the run (a window of no slices) leaves the end state on every rank. A
+checkpoint gathers the whole window to rank 0 (:func:`whole_window`); a resume hands
+every rank the whole window once and each keeps its part. The split and the scan's
+order depend on the rank count, so another rank count agrees to round-off (1e-12),
+the same one bitwise.
+
+Anderson mixing (``mixer``, ``--accelerate anderson``) mixes the states behind the
+front's verdict only (positions advance + 1 ..), with the triangular least squares of
+acceleration.py over the window: the accepted states keep their image, so tol = 0
+stays exact, and each row's history moves with its state when the window moves.
 
 :class:`Wavefront` runs the schedule on any linear-algebra "problem" (the sampler's
 score and noise, or the exact per-mode coefficients of linear_analysis).
 
-Onto the sweep engine (issue 8, samplers/engine.py once it lands): the window is one
-engine window over the active blocks' slices with the integrating factor
-G_m = prod_{j<m} alpha_j (window-wide, so a plain Exscan SUM replaces the affine op
-while G stays in range, e^{+-T}), weight_j = c_j / G_{j+1}, fixed_j = b_j xi_j / G_{j+1}
-and the lagged linear term kappa c_j / G_{j+1}; the engine's front/freeze rule is the
-acceptance above, and its slide (Alltoallv) lets each rank own only its slices instead
-of the all-gathered window. What stays here: block entry/retirement, the K cap, the
-corrector stop at block ends, and the checkpointed window.
+Why not engine.BlockSweep: a window-wide integrating factor G_m = prod_{j<m} alpha_j
+would let a plain Exscan SUM replace the affine op, but G must be invertible and the
+ou part's alpha = 2 - e^{e} vanishes at a step of ln 2 (and G spans e^{+-T} over the
+trajectory), while the affine composition divides by nothing; the engine's window
+also has a single start and no entry, retirement or corrector stop. Shared with the
+engine: its row plan for the Alltoallv (engine._row_plan) and its rule that a slice
+is scored only while it can change. Accepted slices are never scored again; every
+other slice of the window is scored once a round, its input having been rebuilt in
+the last one. An input the rebuild left bitwise unchanged is not detected (that would
+need each h_j kept and moved with its row); outside the accepted prefix it takes an
+exact fixed point. ``evaluations`` counts the slices scored, all ranks together.
 """
 from __future__ import annotations
 
