@@ -13,6 +13,10 @@ Layout:
     /residual_per_block     (next_block,) float64, fletcher32
     /window_states          (num_samples, rows + 1, d), only under --schedule wavefront:
                             the states of the blocks in flight, from the accepted front
+    /window_history         (num_samples, rows, 2 + 2m, d) float64, only under
+                            --schedule wavefront with --accelerate anderson (depth m):
+                            each window slice's Anderson row (last residual and image
+                            of the state it rebuilds, m differences of each)
     /labels                 (num_samples,) int64, conditional runs only
     / attrs: window (JSON counters of the wavefront, if any), format, next_block,
              evaluations, restarts, config (JSON), config_hash,
@@ -84,8 +88,11 @@ class RunState:
     restarts:    how many times the run was resumed to reach this state;
     timings:     cumulative seconds of earlier segments (TIMINGS), rank 0's clock;
     window:      under --schedule wavefront, the in-flight window: its counters (front,
-                 front_sweeps, rounds, evaluations, residual) and ``window_states``
+                 front_sweeps, rounds, evaluations, residual, fresh_from; with Anderson
+                 mixing its counters, "mixing") and ``window_states``
                  (num_samples, rows + 1, d); ``states`` is then the front's state.
+    window_history: with Anderson mixing on the window, its rows
+                 (num_samples, rows, 2 + 2m, d), else None.
     labels:      every sample's class label (conditional runs), else None.
     """
     next_block: int
@@ -98,6 +105,7 @@ class RunState:
     window: dict | None = None
     window_states: np.ndarray | None = None
     labels: np.ndarray | None = None
+    window_history: np.ndarray | None = None
 
 
 def check_labels(state: RunState, labels, path: str):
@@ -140,6 +148,8 @@ def write(path: str, state: RunState, config, n_ranks: int) -> None:
         if state.window is not None:
             _checksummed(fh, "window_states", state.window_states)
             fh.attrs["window"] = json.dumps(state.window)
+            if state.window_history is not None:
+                _checksummed(fh, "window_history", state.window_history)
         if state.labels is not None:
             _checksummed(fh, "labels", np.asarray(state.labels, dtype=np.int64))
         fh.attrs["format"] = FORMAT
@@ -231,6 +241,8 @@ def read(path: str, config) -> RunState:
             residuals = [float(v) for v in fh["residual_per_block"][...]]
             window = json.loads(str(attrs["window"])) if "window" in attrs else None
             window_states = fh["window_states"][...] if window is not None else None
+            window_history = fh["window_history"][...] \
+                if window is not None and "window_history" in fh else None
             labels = fh["labels"][...] if "labels" in fh else None
     except CheckpointError:
         raise
@@ -253,13 +265,39 @@ def read(path: str, config) -> RunState:
             or not 0 <= next_block <= config.blocks
             or len(sweeps) != next_block or len(residuals) != next_block
             or (window is not None and (window_states.ndim != 3 or window_states.shape[0] != expected[0]
-                                        or window_states.shape[2] != expected[1]))):
+                                        or window_states.shape[2] != expected[1]))
+            or (window_history is not None and (
+                window_history.ndim != 4 or window_history.dtype != np.float64
+                or window_history.shape[0] != expected[0] or window_history.shape[3] != expected[1]
+                or window_history.shape[1] != window_states.shape[1] - 1))):
         raise CheckpointError(f"checkpoint {path} is inconsistent: states {states.shape} "
                               f"{states.dtype}, {len(sweeps)} block records, next block "
                               f"{next_block}; expected {expected} {config.dtype}")
     return RunState(next_block=next_block, states=states, sweeps=sweeps, residuals=residuals,
                     evaluations=evaluations, restarts=restarts, timings=timings,
-                    window=window, window_states=window_states, labels=labels)
+                    window=window, window_states=window_states, labels=labels,
+                    window_history=window_history)
+
+
+def check_history(state: RunState, width: int, path: str):
+    """CheckpointError unless the window's Anderson history fits the run: rows of
+    ``width`` entries per state where the run mixes its window (width > 0), none where
+    it does not (width 0). A window without one cannot be resumed by a mixing run:
+    fresh history would mix otherwise than the run that wrote it."""
+    if state.window is None:
+        return
+    held = state.window_history
+    if width and (held is None or "mixing" not in state.window):
+        raise CheckpointError(f"checkpoint {path} holds no Anderson mixing history, which "
+                              f"--accelerate anderson with --schedule wavefront needs to "
+                              f"repeat the run; start over without --resume")
+    if width and held.shape[2] != width:
+        raise CheckpointError(f"checkpoint {path} is inconsistent: Anderson history rows of "
+                              f"{held.shape[2]} entries, expected {width}")
+    if not width and held is not None:
+        raise CheckpointError(f"checkpoint {path} holds an Anderson mixing history but the "
+                              f"run does not mix; resume with the checkpoint's "
+                              f"--accelerate anderson or start over without --resume")
 
 
 def _reason(exc: BaseException) -> str:
@@ -280,6 +318,10 @@ def save(pgrid, path: str, y_local: np.ndarray, state: RunState, config) -> floa
         # (rows + 1, S_local, d) -> sample-major, so that groups concatenate by sample
         local = np.ascontiguousarray(np.swapaxes(state.window_states, 0, 1))
         state.window_states = pgrid.samples.gather_rows(local, root=0) if pgrid.time.rank == 0 else None
+    if state.window_history is not None:
+        # (rows, 2 + 2m, S_local, d) -> sample-major likewise
+        local = np.ascontiguousarray(np.moveaxis(state.window_history, 2, 0))
+        state.window_history = pgrid.samples.gather_rows(local, root=0) if pgrid.time.rank == 0 else None
     if pgrid.world.rank != 0:
         return 0.0
     start = time.perf_counter()
@@ -313,10 +355,8 @@ def load(pgrid, path: str, config) -> tuple:
                 # the counters travel as a small object, the states as a buffer
                 verdict = ("ok", RunState(state.next_block, None, state.sweeps, state.residuals,
                                           state.evaluations, state.restarts, state.timings,
-                                          state.window,
-                                          None if state.window_states is None else
-                                          state.window_states.shape,
-                                          state.labels))
+                                          state.window, _shape(state.window_states),
+                                          state.labels, _shape(state.window_history)))
             except CheckpointError as exc:
                 verdict = ("refused", str(exc))
             except Exception as exc:     # never a traceback for a damaged file
@@ -331,8 +371,14 @@ def load(pgrid, path: str, config) -> tuple:
     states = state.states if state is not None else \
         np.empty((config.num_samples, config.dim), dtype=config.dtype)
     detail.states = pgrid.world.bcast_array(states, root=0)
-    if detail.window is not None:
-        shape = detail.window_states
-        window = state.window_states if state is not None else np.empty(shape, dtype=np.float64)
-        detail.window_states = pgrid.world.bcast_array(np.ascontiguousarray(window, dtype=np.float64), root=0)
+    for name in ("window_states", "window_history"):
+        shape = getattr(detail, name)
+        if shape is not None:
+            whole = getattr(state, name) if state is not None else np.empty(shape)
+            setattr(detail, name, pgrid.world.bcast_array(
+                np.ascontiguousarray(whole, dtype=np.float64), root=0))
     return detail, elapsed
+
+
+def _shape(array):
+    return None if array is None else array.shape

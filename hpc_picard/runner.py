@@ -140,11 +140,15 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     if getattr(sampler, "window_checkpoints", False):
         # Wavefront PIADM: one record for the whole grid, like ParaDiGMS, but its
         # in-flight window is checkpointed whenever blocks retire.
-        from .samplers.wavefront import WavefrontState, whole_window
+        from .samplers.wavefront import WavefrontState, whole_history, whole_window
         resumed = None
         if saved.window is not None:
+            checkpoint.check_history(saved, sampler.history_width(), config.checkpoint)
             rows = np.swapaxes(saved.window_states[first:stop], 0, 1)
             resumed = WavefrontState(states=np.ascontiguousarray(rows), **saved.window)
+            if saved.window_history is not None:
+                resumed.history = np.ascontiguousarray(
+                    np.moveaxis(saved.window_history[first:stop], 0, 2))
         written = [resumed.front if resumed else 0]
 
         def on_state(st):
@@ -158,7 +162,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
             state = checkpoint.RunState(
                 next_block=0, states=None, evaluations=st.evaluations, restarts=saved.restarts,
                 timings=timings(), window=st.counters(),
-                window_states=whole_window(pgrid.time, st))
+                window_states=whole_window(pgrid.time, st),
+                window_history=whole_history(pgrid.time, st))
             io_seconds += checkpoint.save(pgrid, config.checkpoint, st.states[0], state, config)
         y, bstats = sampler.run_trajectory(grid, y, resumed, on_state)
         sweeps, residuals, evaluations = [bstats.sweeps], [bstats.residual], bstats.evaluations

@@ -76,7 +76,6 @@ def test_linear_analysis_of_the_wavefront():
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(accelerate="anderson", checkpoint="ck.h5"), "mixing history in memory"),
     (dict(active_blocks=-1), "--active-blocks"),
     (dict(schedule="diagonal"), "--schedule"),
     (dict(linear_part="cubic"), "--linear-part"),
@@ -148,18 +147,26 @@ def run_until(config, comm, rounds: int):
         run(config, comm, on_sweep=stop)
 
 
-def test_checkpoint_holds_the_window_and_resumes_bitwise(tmp_path):
+@pytest.mark.parametrize("accelerate", ["none", "anderson"])
+def test_checkpoint_holds_the_window_and_resumes_bitwise(tmp_path, accelerate):
     comm = Communicator.self_comm()
-    reference = run(wavefront_config(tmp_path, comm, checkpoint=""), comm)
+    reference = run(wavefront_config(tmp_path, comm, checkpoint="", accelerate=accelerate), comm)
     assert reference.stats["rounds"] > 5
-    config = wavefront_config(tmp_path, comm)
+    config = wavefront_config(tmp_path, comm, accelerate=accelerate)
     run_until(config, comm, 5)
     from hpc_picard import checkpoint
     state = checkpoint.read(config.checkpoint, config)
     # the window in flight: W = 2 blocks from the front, all samples
     assert 0 < state.window["front"] < TOTAL_SLICES
     assert state.window_states.shape[0] == 4 and state.window_states.shape[2] == 16
-    assert state.window_states.shape[1] > 6
+    rows = state.window_states.shape[1] - 1
+    assert rows > 5
+    if accelerate == "anderson":
+        # a row per window slice: last residual and image, 3 differences of each
+        assert state.window_history.shape == (4, rows, 8, 16)
+        assert state.window["mixing"]["count"] > 0 and np.abs(state.window_history).max() > 0
+    else:
+        assert state.window_history is None and "mixing" not in state.window
     resumed = run(config, comm, resume=True)
     np.testing.assert_array_equal(resumed.samples, reference.samples)
     assert resumed.stats["rounds"] == reference.stats["rounds"]
@@ -167,9 +174,74 @@ def test_checkpoint_holds_the_window_and_resumes_bitwise(tmp_path):
     assert resumed.stats["restarts"] == 1
 
 
+def rewritten(config, state, **changes):
+    """The checkpoint at config.checkpoint rewritten (sealed) with ``changes`` to
+    ``state``: a file another version of the code could have written."""
+    from hpc_picard import checkpoint
+    for name, value in changes.items():
+        setattr(state, name, value)
+    checkpoint.write(config.checkpoint, state, config, 1)
+
+
+def test_a_window_written_without_fresh_from_or_history_still_resumes(tmp_path):
+    """A checkpoint of the plain wavefront as the first version wrote it (no
+    fresh_from counter, no history) resumes bitwise."""
+    from hpc_picard import checkpoint
+    comm = Communicator.self_comm()
+    reference = run(wavefront_config(tmp_path, comm, checkpoint=""), comm)
+    config = wavefront_config(tmp_path, comm)
+    run_until(config, comm, 5)
+    state = checkpoint.read(config.checkpoint, config)
+    state.window.pop("fresh_from")
+    rewritten(config, state)
+    resumed = run(config, comm, resume=True)
+    np.testing.assert_array_equal(resumed.samples, reference.samples)
+
+
+def test_anderson_windows_without_their_history_are_refused(tmp_path):
+    """An Anderson run cannot resume a window without the mixing history (fresh
+    history mixes otherwise: the samples differ), nor a plain run one with it; a
+    plain checkpoint resumed with --accelerate anderson differs in its configuration.
+    Each is one line and exit 2."""
+    from click.testing import CliRunner
+    from ops_support import cli_args
+    from hpc_picard import checkpoint
+    from hpc_picard.checkpoint import CheckpointError
+    from hpc_picard.cli import main
+    comm = Communicator.self_comm()
+    mixing = wavefront_config(tmp_path, comm, accelerate="anderson")
+    reference = run(mixing.replace(checkpoint=""), comm)
+    run_until(mixing, comm, 5)
+    kept = open(mixing.checkpoint, "rb").read()
+    state = checkpoint.read(mixing.checkpoint, mixing)
+    # the control: zeroed history and counters resume to other samples
+    rewritten(mixing, state, window_history=np.zeros_like(state.window_history),
+              window={**state.window, "mixing": {"count": 0, "mixed": False}})
+    assert np.abs(run(mixing, comm, resume=True).samples - reference.samples).max() > 0
+    plain = mixing.replace(accelerate="none")
+    rewritten(plain, checkpoint.read(mixing.checkpoint, mixing))       # history, no mixing
+    with pytest.raises(CheckpointError, match="holds an Anderson mixing history but the run"):
+        run(plain, comm, resume=True)
+    open(mixing.checkpoint, "wb").write(kept)
+    rewritten(mixing, checkpoint.read(mixing.checkpoint, mixing), window_history=None)
+    args = cli_args(dict(sampler="piadm-sde", **SMALL, tol=1e-4,
+                         active_blocks=2, accelerate="anderson"))
+    args += ["--checkpoint", mixing.checkpoint, "--resume", "--quiet",
+             "--output", str(tmp_path / "cli.h5")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "holds no Anderson mixing history" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "cli.h5").exists()
+    run_until(plain, comm, 5)
+    with pytest.raises(CheckpointError, match=r"accelerate \(checkpoint 'none', now 'anderson'\)"):
+        run(mixing, comm, resume=True)
+
+
 @pytest.mark.mpi
 @pytest.mark.timeout(120)
-def test_wavefront_resume_at_the_same_and_another_rank_count():
+@pytest.mark.parametrize("options", [dict(), dict(accelerate="anderson"),
+                                     dict(accelerate="anderson", time_ranks=1)])  # groups
+def test_wavefront_resume_at_the_same_and_another_rank_count(options):
     import shutil
     import tempfile
     from pathlib import Path
@@ -177,8 +249,8 @@ def test_wavefront_resume_at_the_same_and_another_rank_count():
     world = Communicator(MPI.COMM_WORLD)
     path = Path(world.bcast_obj(tempfile.mkdtemp(prefix="wf-ck-") if world.rank == 0 else None))
     try:
-        reference = run(wavefront_config(path, world, checkpoint=""), world)
-        config = wavefront_config(path, world)
+        reference = run(wavefront_config(path, world, checkpoint="", **options), world)
+        config = wavefront_config(path, world, **options)
         run_until(config, world, 5)
         if world.rank == 0:
             shutil.copy(path / "ck.h5", path / "copy.h5")
@@ -187,7 +259,7 @@ def test_wavefront_resume_at_the_same_and_another_rank_count():
         message = ""
         if world.rank == 0:
             # another rank count: rank 0 alone resumes from the same checkpoint
-            alone = run(wavefront_config(path, Communicator.self_comm(),
+            alone = run(wavefront_config(path, Communicator.self_comm(), **options,
                                          checkpoint=str(path / "copy.h5")),
                         Communicator.self_comm(), resume=True)
             same = np.array_equal(resumed.samples, reference.samples)

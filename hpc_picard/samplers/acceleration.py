@@ -107,8 +107,21 @@ class WindowMixer(AndersonMixer):
         self.count = 0
         self.mixed = False
 
+    @property
+    def width(self) -> int:
+        """Entries of a history row per state: last residual and image, m differences
+        of each."""
+        return 2 + 2 * self.depth
+
     def empty_history(self, rows: int, row_shape: tuple) -> np.ndarray:
-        return np.zeros((rows, 2 + 2 * self.depth) + tuple(row_shape))
+        return np.zeros((rows, self.width) + tuple(row_shape))
+
+    def counters(self) -> dict:
+        """What a checkpoint keeps besides the rows: with them, a resume mixes alike."""
+        return {"count": self.count, "mixed": self.mixed}
+
+    def restore(self, counters: dict):
+        self.count, self.mixed = int(counters["count"]), bool(counters["mixed"])
 
     def mix(self, iterate, image, history, fresh) -> np.ndarray:
         """Next iterate of J rows from their iterate and image, (J, S, d) float64.

@@ -67,10 +67,6 @@ class PicardSampler(Sampler):
         super().validate(config)
         if config.accelerate == "anderson" and config.anderson_depth < 1:
             raise ConfigError("--accelerate anderson needs --anderson-depth of at least 1")
-        if config.schedule == "wavefront" and config.accelerate != "none" and config.checkpoint:
-            raise ConfigError("--accelerate anderson with --schedule wavefront keeps its "
-                              "mixing history in memory, not in checkpoints, so a resume "
-                              "could not repeat the run; drop --checkpoint or the mixing")
 
     @classmethod
     def bounds(cls, config) -> Cost:
@@ -135,6 +131,11 @@ class PicardSampler(Sampler):
         # and checkpoints its window (runner.py).
         self.whole_trajectory = self.window_checkpoints = schedule == "wavefront"
         self.corrector = None
+
+    def history_width(self) -> int:
+        """Entries per state of the wavefront's Anderson history rows that its
+        checkpoints hold (0: it does not mix)."""
+        return self.mixer.width if self.schedule == "wavefront" and self.mixer is not None else 0
 
     def wavefront(self, grid, on_round=None) -> "wavefront.Wavefront":
         """The wavefront schedule of this sampler on ``grid`` (samplers/wavefront.py)."""

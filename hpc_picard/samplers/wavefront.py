@@ -62,10 +62,11 @@ slices and, with Anderson, their history rows: O(window / P) per rank. A round:
        their first owner (each xi once per run).
 
 The end of the run (a window of no slices) leaves the end state on every rank. A
-checkpoint gathers the whole window to rank 0 (:func:`whole_window`); a resume hands
-every rank the whole window once and each keeps its part. The split and the scan's
-order depend on the rank count, so another rank count agrees to round-off (1e-12),
-the same one bitwise.
+checkpoint gathers the whole window to rank 0 (:func:`whole_window`), with Anderson's
+history rows and counters (:func:`whole_history`, WindowMixer.counters) where it
+mixes; a resume hands every rank the whole window once and each keeps its part. The
+split and the scan's order depend on the rank count, so another rank count agrees to
+round-off (1e-12), the same one bitwise.
 
 Anderson mixing (``mixer``, ``--accelerate anderson``) mixes the states behind the
 front's verdict only (positions advance + 1 ..), with the triangular least squares of
@@ -135,11 +136,12 @@ class WavefrontState:
     slices [lo, hi) (:meth:`Wavefront.held`), or the whole window (rows + 1 states,
     as a checkpoint holds it, taken apart by :meth:`Wavefront.run`);
     front_sweeps: rounds since the front entered its block; rounds, evaluations,
-    residual: the counters.
+    residual: the counters; fresh_from: positions past it entered the window since the
+    last round; mixing: Anderson's counters (WindowMixer.counters), None without it.
     """
 
     def __init__(self, front, states, front_sweeps=0, rounds=0, evaluations=0, residual=0.0,
-                 rows=None):
+                 rows=None, fresh_from=0, mixing=None):
         self.front = int(front)
         self.states = states
         self.rows = len(states) - 1 if rows is None else int(rows)
@@ -148,12 +150,20 @@ class WavefrontState:
         self.evaluations = int(evaluations)
         self.residual = float(residual)
         self.noise = None           # xi of the held slices (noisy paths)
-        self.history = None         # Anderson's rows for positions lo + 1 .. hi
-        self.fresh_from = 0         # positions past it entered since the last round
+        # Anderson's rows for slices lo .. hi - 1 (positions lo + 1 .. hi), or the whole
+        # window's (rows of them, as a checkpoint holds it)
+        self.history = None
+        self.fresh_from = int(fresh_from)
+        self.mixing = mixing
 
     def counters(self) -> dict:
-        return {"front": self.front, "front_sweeps": self.front_sweeps, "rounds": self.rounds,
-                "evaluations": self.evaluations, "residual": self.residual}
+        """The scalars of the state (the window attribute of a checkpoint)."""
+        counters = {"front": self.front, "front_sweeps": self.front_sweeps,
+                    "rounds": self.rounds, "evaluations": self.evaluations,
+                    "residual": self.residual, "fresh_from": self.fresh_from}
+        if self.mixing is not None:
+            counters["mixing"] = dict(self.mixing)
+        return counters
 
 
 class Wavefront:
@@ -206,14 +216,20 @@ class Wavefront:
             st.noise = np.concatenate([st.noise, fresh])
 
     def _take_apart(self, st: WavefrontState) -> WavefrontState:
-        """This rank's part of a whole window (a resumed checkpoint)."""
+        """This rank's part of a whole window (a resumed checkpoint), and the mixer's
+        counters as they were."""
         lo, hi = self.held(st.rows)
         if len(st.states) == st.rows + 1 and hi + 1 - lo != len(st.states):
             st.states = np.ascontiguousarray(st.states[lo:hi + 1])
         if self.noisy and st.noise is None:
             self._draw(st)
-        if self.mixer is not None and st.history is None:
-            st.history = self.mixer.empty_history(hi - lo, st.states.shape[1:])
+        if self.mixer is not None:
+            if st.history is None or st.mixing is None:
+                # fresh rows would mix otherwise than the run that wrote the window
+                raise ValueError("a resumed window needs Anderson's history and counters")
+            if len(st.history) == st.rows and hi - lo != st.rows:
+                st.history = np.ascontiguousarray(st.history[lo:hi])
+            self.mixer.restore(st.mixing)
         return st
 
     def _rebalance(self, st: WavefrontState, image, advance: int, new_front: int,
@@ -243,6 +259,8 @@ class Wavefront:
         out = WavefrontState(new_front, states, st.front_sweeps, st.rounds, st.evaluations,
                              st.residual, rows=new_rows)
         out.fresh_from = rows - advance
+        if self.mixer is not None:
+            out.mixing = self.mixer.counters()
         if self.noisy:
             out.noise = np.empty((hi - lo,) + st.noise.shape[1:])
             got = comm.move_rows(st.noise, out.noise, _row_plan(
@@ -410,6 +428,14 @@ def whole_window(comm, st: WavefrontState):
     return comm.gather_rows(np.ascontiguousarray(local), root=0)
 
 
+def whole_history(comm, st: WavefrontState):
+    """Anderson's history rows of the whole window, (rows, 2 + 2m, ...), on rank 0 of
+    ``comm``, None elsewhere (and None on every rank without mixing). Collective."""
+    if st.history is None:
+        return None
+    return comm.gather_rows(st.history, root=0)
+
+
 def window_bounds(config, grid) -> tuple:
     """(most rounds, most evaluations per sample, most states in the window) of a
     wavefront run: tol 0 accepts one slice a round (plus the corrector's sweeps at
@@ -428,14 +454,14 @@ def window_arrays(config, grid, time_ranks: int, time_rank: int) -> int:
     """Float64 states' worth of memory a time rank needs for its part of the widest
     window: its states, their image and the copy a rebalance receives, the lagged
     increments, the noise held and received; Anderson's history rows, held and
-    received; on time rank 0 with --checkpoint the whole window gathered."""
+    received; on time rank 0 with --checkpoint the whole window gathered, with its
+    history rows."""
     width = window_bounds(config, grid)[2] - 1
     part = -(-width // time_ranks) + 1
-    arrays = 6 * part
-    if config.accelerate == "anderson":
-        arrays += 2 * (2 * config.anderson_depth + 2) * part
+    history = 2 * config.anderson_depth + 2 if config.accelerate == "anderson" else 0
+    arrays = 6 * part + 2 * history * part
     if config.checkpoint and time_rank == 0:
-        arrays += width + 1
+        arrays += width + 1 + history * width
     return arrays
 
 
