@@ -24,9 +24,9 @@ import numpy as np
 
 from .config import ARRAY_BACKENDS
 
-#: host cache blocks of a sweep: 2^17 float64 numbers (1 MiB), measured in
-#: docs/design.md ("The sweep's arithmetic")
-HOST_BLOCK_NUMBERS = 1 << 17
+#: host cache blocks of a sweep: 2^16 float64 numbers (512 KiB), measured in
+#: docs/design.md (the sweep engine, "Fast")
+HOST_BLOCK_NUMBERS = 1 << 16
 
 
 class Backend:

@@ -159,12 +159,13 @@ class BlockSweep:
         self.tol_sq = float(tol) ** 2
         self.freeze_tolerance = bool(freeze) and tol > 0
         self.describe = describe or (lambda position: f"window position {position}")
-        # host coefficients: a sweep passes them to the backend one scalar per row
+        # host coefficients, passed to the backend one scalar per row: Python floats
+        # (numpy's float64 scalars cost numpy a third more per call on a 1 MiB block)
         growth = np.asarray(growth, dtype=np.float64)
-        self._growth = growth.reshape(len(growth), C, C)
-        self._weight = np.asarray(weight, dtype=np.float64).reshape(-1, C)
+        self._growth = growth.reshape(len(growth), C, C).tolist()
+        self._weight = np.asarray(weight, dtype=np.float64).reshape(-1, C).tolist()
         self._scale = np.asarray(scale, dtype=np.float64)
-        self._linear = None if linear is None else np.asarray(linear, dtype=np.float64)
+        self._linear = None if linear is None else np.asarray(linear, dtype=np.float64).tolist()
         rows = self.owned + 1
         self.current = 0
         self._states[0][:rows] = self._as_row(y0)
@@ -191,10 +192,6 @@ class BlockSweep:
             self._fixed.append(self.backend.empty(
                 (self._capacity + 1, self.components) + self.sample_shape, np.float64))
         return self._fixed[index]
-
-    def _scratch(self, chunk):
-        """The float64 work rows for the samples ``chunk``: (C + 2, chunk, ...)."""
-        return self._work[:, :chunk.stop - chunk.start]
 
     def _reset_window(self):
         # The prefix sums need no clearing: the first sweep (front 0) writes every row.
@@ -311,7 +308,8 @@ class BlockSweep:
                 # changes, so the prefix sums carry it and rank 0's rebuild is a multiply
                 self._start_in_frame(out=self._base)
             for chunk in self._chunks:
-                self._accumulate(scores, first, chunk, target if alone else None, measure)
+                self._accumulate(scores, first, _Block(self, chunk, target),
+                                 rebuild=alone, measure=measure)
             if not be.all_finite(self._cum[n - 1]):
                 self._raise_non_finite(scores, first)
         if self.comm.size > 1:
@@ -320,79 +318,78 @@ class BlockSweep:
             self.comm.exscan_sum_into(send, self._base if self.comm.rank else self._received)
         if not alone:
             for chunk in self._chunks:
+                block = _Block(self, chunk, target)
                 for m in range(rebuilt, n + 1):
-                    self._rebuild_row(m, chunk, target, measure)
+                    self._rebuild_row(m, block, measure)
 
-    def _accumulate(self, scores, first: int, chunk, target, measure: bool):
-        """Rows first .. owned - 1 of g and its prefix sum, for the samples ``chunk``;
-        ``target`` (one rank alone) not None: rows first + 1 .. owned rebuilt too, each
+    def _accumulate(self, scores, first: int, v, rebuild: bool, measure: bool):
+        """Rows first .. owned - 1 of g and its prefix sum, for the samples of block
+        ``v``; ``rebuild`` (one rank alone): rows first + 1 .. owned rebuilt too, each
         once its own increment (which may read its old state) is formed."""
         be, C, n = self.backend, self.components, self.owned
-        cum, old = self._cum, self._states[self.current]
-        fixed, at = self._fixed_rows, self.offset + self.lo
+        cum, at = v.cum, self.offset + self.lo
+        fixed = None if self._fixed_rows is None else self._fixed_rows[:, :, v.chunk]
+        scores = None if scores is None else scores[:, v.chunk]
         for i in range(first, n):
-            row = cum[i, :, chunk]
+            row = cum[i]
             if scores is None:
-                be.copy(fixed[i, :, chunk], row)
+                be.copy(fixed[i], row)
             else:
-                s = scores[i - first, chunk]
+                weight = self._weight[at + i]
                 for a in range(C):
-                    be.scale_into(s, self._weight[at + i, a], out=row[a])
+                    be.scale_into(scores[i - first], weight[a], out=row[a])
                 if fixed is not None:
-                    be.add(row, fixed[i, :, chunk], out=row)
+                    be.add(row, fixed[i], out=row)
                 if self._linear is not None:
-                    lagged = self._scratch(chunk)[:C]
-                    be.scale_into(old[i, :, chunk], self._linear[at + i], out=lagged)
+                    lagged = v.work[:C]
+                    be.scale_into(v.old[i], self._linear[at + i], out=lagged)
                     be.add(row, lagged, out=row)
             if i > 0:                   # continue the running sum
-                be.add(row, cum[i - 1, :, chunk], out=row)
+                be.add(row, cum[i - 1], out=row)
             elif self.comm.rank == 0:   # from the start, in the integrating factor's frame
-                be.add(row, self._base[:, chunk], out=row)
-            if target is not None and i > first:
-                self._rebuild_row(i, chunk, target, measure)
-        if target is not None:
-            self._rebuild_row(n, chunk, target, measure)
+                be.add(row, v.base, out=row)
+            if rebuild and i > first:
+                self._rebuild_row(i, v, measure)
+        if rebuild:
+            self._rebuild_row(n, v, measure)
 
-    def _rebuild_row(self, m: int, chunk, target: int, measure: bool):
-        """Y_m = G_m (base + prefix_{m-1}) for this rank's row m and the samples
-        ``chunk``, into state buffer ``target``; ``measure``: its squared move from the
-        current state, summed over d, into the residual rows."""
+    def _rebuild_row(self, m: int, v, measure: bool):
+        """Y_m = G_m (base + prefix_{m-1}) for this rank's row m and the samples of
+        block ``v``, into its target state buffer; ``measure``: its squared move from
+        the current state, summed over d, into the residual rows."""
         be, C = self.backend, self.components
-        width = chunk.stop - chunk.start
-        out = self._states[target][m, :, chunk]
-        in_place = target == self.current
+        out = v.target[m]
         # measured in place: formed aside, compared with the old state, then stored
-        new = self._fresh[:, :width] if measure and in_place else out
+        new = v.fresh if measure and v.in_place else out
         if m == 0:
-            u = self._base[:, chunk]
+            u = v.base
         elif self.comm.rank == 0:       # the start is in the prefix sums already
-            u = self._cum[m - 1, :, chunk]
+            u = v.cum[m - 1]
         else:
-            u = self._scratch(chunk)[:C]
-            be.add(self._cum[m - 1, :, chunk], self._base[:, chunk], out=u)
+            u = v.work[:C]
+            be.add(v.cum[m - 1], v.base, out=u)
         g = self._growth[self.offset + self.lo + m]
         if C == 1:
-            be.multiply(u[0], g[0, 0], out=new[0])
+            be.multiply(u[0], g[0][0], out=new[0])
         else:
             # (C, C) times (C, S, d): accumulated in float64, then stored
-            total, term = self._scratch(chunk)[C:C + 2]
+            total, term = v.work[C], v.work[C + 1]
             for a in range(C):
-                be.multiply(u[0], g[a, 0], out=total)
+                be.multiply(u[0], g[a][0], out=total)
                 for b in range(1, C):
-                    be.multiply(u[b], g[a, b], out=term)
+                    be.multiply(u[b], g[a][b], out=term)
                     be.add(total, term, out=total)
                 be.copy(total, new[a])
         if measure:
-            diff = self._diff[:width]
-            be.subtract(new[0], self._states[self.current][m, 0, chunk], out=diff)
-            be.sum_squares_into(diff, out=self._moved[m, chunk])
+            be.subtract(new[0], v.old[m, 0], out=v.diff)
+            be.sum_squares_into(v.diff, out=v.moved[m])
             if new is not out:
                 be.copy(new, out)
 
     def _start_in_frame(self, out):
         """G_w^{-1} Y_w (float64) into out, from rank 0's first state."""
         y = self._states[self.current][0]
-        inverse = np.linalg.inv(self._growth[self.offset])
+        inverse = np.linalg.inv(np.array(self._growth[self.offset]))
         if self.components == 1:
             self.backend.multiply(y, float(inverse[0, 0]), out=out)
             return
@@ -490,6 +487,27 @@ class BlockSweep:
         self._states[1 - self.current][0] = new_states[0]
         self._other_stale = True
         self._reset_window()
+
+
+class _Block:
+    """Views of a sweep's arrays for one block of samples ``chunk`` (axis 2 of the
+    (rows, C, S, ...) arrays), made once per block rather than per row."""
+
+    __slots__ = ("chunk", "cum", "old", "target", "in_place", "base", "work", "diff",
+                 "fresh", "moved")
+
+    def __init__(self, engine, chunk, target: int):
+        width = chunk.stop - chunk.start
+        self.chunk = chunk
+        self.cum = engine._cum[:, :, chunk]
+        self.old = engine._states[engine.current][:, :, chunk]
+        self.target = engine._states[target][:, :, chunk]
+        self.in_place = target == engine.current
+        self.base = engine._base[:, chunk]
+        self.work = engine._work[:, :width]          # float64: (C + 2, width, ...)
+        self.diff = engine._diff[:width]
+        self.fresh = engine._fresh[:, :width]
+        self.moved = engine._moved[:, chunk]
 
 
 def _row_plan(held, wanted, rank: int) -> tuple:
