@@ -248,6 +248,7 @@ class BlockSweep:
         """Replace the constant guess by the trajectory of the fixed part of g alone
         (the score set to zero: PIADM's "noise" initial guess); costs no evaluation."""
         self._sweep_rows(None, measure=False, target=self.current)
+        self._other_stale = True
 
     def sweep(self, scores, mixer=None):
         """One Picard sweep with the scores at :meth:`pending`'s states, (J, S, d).
