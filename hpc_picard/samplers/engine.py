@@ -40,6 +40,10 @@ Arrays: every array of a state's size lives on the engine's :class:`~hpc_picard.
 arrays.Backend` (numpy, torch or cupy), allocated once per shape and reused from block
 to block. States are in the run's dtype; increments, their prefix sums and the start
 are float64 (sums of many small increments), residuals are accumulated in float64.
+The arithmetic of a sweep is memory-bound, so it is fused by cache blocking: rows in
+order, on the host in blocks of samples, each row's increment, prefix sum, state and
+move formed while the block is in cache (:meth:`BlockSweep._sweep_rows`; without
+Anderson mixing the states are updated in place). docs/design.md has the measurements.
 
 Usage (one block of PIADM, see piadm.py for the whole thing)::
 
