@@ -16,10 +16,12 @@ Search, per d (T chosen so that the initial law's error is 1% of the KL budget):
   rounds from the expected residual (linear_analysis.paradigms_variance), on
   --paradigms-bins eigenvalue bins (the covariance of the window costs ~ p^3 per bin).
 - piadm-sde --schedule wavefront (column "wavefront"): total slices L_f as above, split
-  into blocks of M = 32 slices, W = 2 or 4 blocks in flight (a width of W M slices
-  scored per round), the linear part "ou", tol as for paradigms (loosest first);
-  rounds from the expected residual (linear_analysis.wavefront_variance) on the same
-  bins as paradigms.
+  into blocks of M = 32 slices, W = 2, 4 or 8 blocks in flight (a width of W M = 64,
+  128 or 256 slices scored per round; 64 is paradigms' window), the linear part "ou",
+  K = M (no cap), tol as for paradigms (loosest first); rounds from the expected
+  residual (linear_analysis.wavefront_variance) on the same bins as paradigms. The
+  column is the fewest rounds over W; the plans column lists every W's rounds, since
+  the rounds at this tolerance are set by the width (docs/samplers.md).
 
 Prints the table and writes docs/figures/dimension_scaling.{png,json}.
 
@@ -110,11 +112,11 @@ def fewest_paradigms_rounds(lam, mult, T, delta, kl, window, bins_lam):
 
 
 def fewest_wavefront_rounds(lam, mult, T, delta, kl, bins_lam):
-    """(rounds, total slices, slices per block, blocks in flight, tol, evaluations per
-    sample) of the cheapest wavefront run found."""
+    """{W: (rounds, total slices, slices per block, W, tol, evaluations per sample, KL)}:
+    the cheapest wavefront run found for each number W of blocks in flight."""
     lam_p, mult_p = bins_lam
     target = la.target_variance(lam_p, delta)
-    best = None
+    best = {}
     for fraction in BUDGET_FRACTIONS:
         total = fewest_sequential_steps("sde", lam, mult, T, delta, fraction * kl)
         blocks = math.ceil(total / WAVEFRONT_SLICES)
@@ -123,16 +125,17 @@ def fewest_wavefront_rounds(lam, mult, T, delta, kl, bins_lam):
             for tol in PARADIGMS_TOLERANCES:
                 var, rounds, evaluations = la.wavefront_variance(
                     grid, "sde", lam_p, mult_p, WAVEFRONT_SLICES, tol, active, linear="ou")
-                if la.kl_gaussian(var, target, mult_p) <= kl:
-                    if best is None or rounds < best[0]:
-                        best = (rounds, blocks * WAVEFRONT_SLICES, WAVEFRONT_SLICES, active,
-                                tol, evaluations)
+                found = la.kl_gaussian(var, target, mult_p)
+                if found <= kl:
+                    if active not in best or rounds < best[active][0]:
+                        best[active] = (rounds, blocks * WAVEFRONT_SLICES, WAVEFRONT_SLICES,
+                                        active, tol, evaluations, found)
                     break
     return best
 
 
 WAVEFRONT_SLICES = 32
-WAVEFRONT_ACTIVE = (2, 4)
+WAVEFRONT_ACTIVE = (2, 4, 8)
 #: corrector settings tried for piadm-ode: None, or (slices = sweeps)
 CORRECTORS = (None, 4, 16)
 PARADIGMS_TOLERANCES = (3.0, 1.0, 0.3, 0.1, 0.03)    # loosest first
@@ -161,8 +164,10 @@ def study(exponents, kl, delta, bins, window, paradigms_bins, wavefront=True):
         row["paradigms-plan"] = fewest_paradigms_rounds(
             lam, mult, T, delta, kl, window, la.grf_modes(model, paradigms_bins)) \
             if window else None
-        row["wavefront-plan"] = fewest_wavefront_rounds(
-            lam, mult, T, delta, kl, la.grf_modes(model, paradigms_bins)) if wavefront else None
+        per_width = fewest_wavefront_rounds(
+            lam, mult, T, delta, kl, la.grf_modes(model, paradigms_bins)) if wavefront else {}
+        row["wavefront-widths"] = {str(w): plan for w, plan in per_width.items()}
+        row["wavefront-plan"] = min(per_width.values()) if per_width else None
         for name in ("piadm-sde", "piadm-ode", "paradigms", "wavefront"):
             row[name] = row[f"{name}-plan"][0] if row[f"{name}-plan"] else None
         row["seconds"] = time.perf_counter() - start
@@ -182,6 +187,10 @@ def describe_plans(row) -> str:
              f"paradigms L={para[1]} tol={para[2]}" if para else "paradigms -",
              f"wavefront L={wave[1]} M={wave[2]} W={wave[3]} (width {wave[2] * wave[3]}) "
              f"tol={wave[4]} evals={wave[5]}" if wave else "wavefront -"]
+    widths = row.get("wavefront-widths") or {}
+    if widths:
+        parts.append("wavefront rounds by width: " + ", ".join(
+            f"{p[2] * p[3]}: {p[0]}" for _, p in sorted(widths.items(), key=lambda kv: int(kv[0]))))
     return "; ".join(parts)
 
 
@@ -247,8 +256,11 @@ def main():
                      ("sequential-sde", "wavefront"), ("sequential-ode", "piadm-ode")):
         if last[par]:
             print(f"d = {last['d']}: {seq} / {par} = {last[seq] / last[par]:.1f}x")
-    if last.get("wavefront") and last.get("paradigms"):
-        print(f"d = {last['d']}: wavefront / paradigms rounds = {last['wavefront'] / last['paradigms']:.2f}")
+    if last.get("paradigms"):
+        for plan in sorted((last.get("wavefront-widths") or {}).values(), key=lambda p: p[3]):
+            print(f"d = {last['d']}: wavefront (width {plan[2] * plan[3]}, KL {plan[6]:.3f}) / "
+                  f"paradigms (window {args.window}) rounds = {plan[0]} / {last['paradigms']} "
+                  f"= {plan[0] / last['paradigms']:.2f}")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "dimension_scaling.json"), "w") as fh:
         json.dump({"kl": args.kl, "delta": args.delta, "bins": args.bins, "rows": rows}, fh,
