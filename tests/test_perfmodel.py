@@ -115,3 +115,69 @@ def test_auto_in_a_toml_file_and_bad_spellings(cli_tmp):
     assert result.exit_code == 2 and "neither an integer nor auto" in result.output
     result = CliRunner().invoke(main, ["--perf-profile", "missing.json", "--dim", "16"])
     assert result.exit_code == 2 and "missing.json does not exist" in result.output
+
+
+def test_oversubscribed_ranks_stretch_their_own_work_and_a_cluster_does_not():
+    """8 ranks on 2 cores: each rank's real score and round overhead take 4x as long;
+    the same profile on one rank per core (ranks_per_node unset) has no stretch."""
+    config = RunConfig(dim=16, num_samples=1, blocks=1, steps_per_block=8, picard_iters=8)
+    costs = profile(comm_alpha=0.0, cores=2, round_overhead={"sweep": LinearCost(1e-3, 0.0)})
+    sweeps = [3]            # one slice per rank: the last rank scores it every sweep
+    node = predict(config, 8, costs, 8, sweeps=sweeps, ranks_per_node=8)
+    assert node.score == pytest.approx(3 * 4 * 0.01)
+    assert node.other == pytest.approx(3 * 4 * 1e-3)
+    cluster = predict(config, 8, costs, 8, sweeps=sweeps)
+    assert cluster.score == pytest.approx(3 * 0.01) and cluster.other == pytest.approx(3e-3)
+    # the measured round overhead replaces the synthetic sweep kernel
+    assert costs.overhead("sweep", 1e6) == 1e-3
+    assert costs.overhead("step", 1e6) == 0.0
+
+
+def test_frozen_prefix_rows_bound_and_fit():
+    from hpc_picard.perfmodel import frozen_prefix_rows
+    # the bound: i sweeps freeze at least i slices; one rank scores the rest
+    assert frozen_prefix_rows(8, [4], 1) == [[8, 7, 6, 5]]
+    # two time ranks: the last one keeps its 4 slices until the prefix reaches them
+    assert frozen_prefix_rows(8, [4], 2) == [[4, 4, 4, 4]]
+    # fitted to the evaluations a run made (per sample): they add up
+    rows = frozen_prefix_rows(8, [4, 4], 1, evaluations=40)
+    assert sum(map(sum, rows)) == 40 and rows[0][0] == 8
+
+
+def test_measured_evaluations_shrink_a_blockwise_prediction():
+    config = RunConfig(dim=16, num_samples=1, blocks=1, steps_per_block=8, picard_iters=8)
+    steep = profile(eval_seconds=(0.0, 1.0), comm_alpha=0.0)        # 1/1023 s per row past 1
+    per_row = 1.0 / 1023
+    bound = predict(config, 1, steep, sweeps=[4])
+    fitted = predict(config, 1, steep, sweeps=[4], evaluations=20)
+    assert bound.score == pytest.approx(per_row * sum(r - 1 for r in (8, 7, 6, 5)))
+    assert fitted.score == pytest.approx(per_row * sum(r - 1 for r in (8, 6, 4, 2)))
+
+
+def test_wavefront_rounds_and_rows_per_round():
+    """--schedule wavefront: window_bounds' rounds (one slice a round at most) with the
+    window's slices over the time ranks; measured rounds and evaluations replace them."""
+    config = RunConfig(sampler="piadm-sde", schedule="wavefront", active_blocks=2, dim=16,
+                       num_samples=2, blocks=4, steps_per_block=8, picard_iters=8)
+    steep = profile(eval_seconds=(0.0, 1.0), comm_alpha=0.0)
+    per_row = 1.0 / 1023
+    bound = predict(config, 4, steep, 4)
+    assert bound.rounds == 32                                       # 4 x 8 slices
+    assert bound.score == pytest.approx(32 * per_row * (4 * 2 - 1))  # 16 slices / 4 ranks x 2
+    measured = predict(config, 4, steep, 4, sweeps=10, evaluations=80)
+    assert measured.rounds == 10
+    assert measured.score == pytest.approx(10 * per_row * (2 * 2 - 1))  # 8 slices a round
+    assert predict(config, 4, profile(), 4, sweeps=10).comm > \
+        predict(config.replace(schedule="blockwise"), 4, profile(), 4, sweeps=[3, 3, 2, 2]).comm
+
+
+def test_a_guided_run_scores_two_rows_per_state():
+    plain = RunConfig(sampler="sequential-sde", dim=16, num_samples=4, blocks=1, steps_per_block=10,
+                      emulate_latency="0.01,0.001")
+    guided = plain.replace(guidance_scale=2.0, labels="0")
+    free = profile(eval_seconds=(0.0, 0.0), comm_alpha=0.0)
+    assert predict(plain, 1, free).score == pytest.approx(10 * (0.01 + 0.001 * 4))
+    assert predict(guided, 1, free).score == pytest.approx(10 * (0.01 + 0.001 * 8))
+    steep = profile(eval_seconds=(0.0, 1.0), comm_alpha=0.0)
+    real = guided.replace(emulate_latency="")
+    assert predict(real, 1, steep).score == pytest.approx(10 * (8 - 1) / 1023)
