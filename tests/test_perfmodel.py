@@ -181,3 +181,42 @@ def test_a_guided_run_scores_two_rows_per_state():
     steep = profile(eval_seconds=(0.0, 1.0), comm_alpha=0.0)
     real = guided.replace(emulate_latency="")
     assert predict(real, 1, steep).score == pytest.approx(10 * (8 - 1) / 1023)
+
+
+def load_scaling_study():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "drivers", "scaling_study.py")
+    spec = importlib.util.spec_from_file_location("scaling_study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_scaling_study_plan_and_auto_verdicts():
+    """The wavefront is a series of the strong study; every auto split is measured
+    AUTO_REPEATS times, one pass over all splits after another; the verdict compares
+    the median walls and counts the model's pick against them."""
+    study = load_scaling_study()
+    points = study.plan_points(8, 2)
+    wavefront = [pt for pt in points if pt[4].get("schedule") == "wavefront"]
+    assert sorted({pt[2] for pt in wavefront if pt[1] == "emulated"}) == [1, 2, 4, 8]
+    assert {pt[2] for pt in wavefront if pt[1] == "real"} == {1, 2}
+    auto = [pt for pt in points if pt[0].startswith("auto")]
+    per_repeat = len(auto) // study.AUTO_REPEATS
+    assert [pt[1] for pt in auto[::per_repeat]] == [f"repeat {r}" for r in range(study.AUTO_REPEATS)]
+    assert [pt[:1] + pt[2:4] for pt in auto[:per_repeat]] == [pt[:1] + pt[2:4] for pt in auto[per_repeat:2 * per_repeat]]
+    # a configuration's rows: the median decides the fastest split, not one lucky run
+    first = auto[0]
+    rows = []
+    for t, walls in ((2, (1.0, 1.0, 5.0)), (4, (0.9, 1.1, 1.2))):
+        for i, wall in enumerate(walls):
+            rows.append({"study": first[0], "series": f"repeat {i}", "ranks": first[2],
+                         "time_ranks": t, "samples": first[4]["num_samples"], "dim": 256,
+                         "blocks": 2, "steps_per_block": 32, "emulate_latency": first[4]["emulate_latency"],
+                         "sampler": "piadm-sde", "sweeps_per_block": [10, 10], "evals_per_sample": 400,
+                         "wall_s": wall})
+    verdict = study.auto_verdicts(rows, profile(eval_seconds=(0.0, 1.0), dim=256))[0]
+    assert verdict["fastest"] == 2 and verdict["walls"] == {2: 1.0, 4: 1.1}
+    assert verdict["pick"] in (2, 4) and verdict["loss"] == pytest.approx(0.0 if verdict["pick"] == 2 else 0.1)
