@@ -281,11 +281,11 @@ def table(rows: list, extra=()) -> list:
             "predicted s", "error") + tuple(e[0] for e in extra)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        error = (r["predicted_s"] - r["wall_s"]) / r["wall_s"]
+        error = (r["predicted_s"] - r["wall_s"]) / r["wall_s"] if r["wall_s"] else float("nan")
         cells = [r["label"], r["ranks"], r["time_ranks"], r["samples"], r["rounds"],
                  f"{r['wall_s']:.2f}", f"{r['score_s']:.2f}", f"{r['comm_s']:.2f}",
                  f"{r['noise_s']:.2f}", f"{r['other_s']:.2f}", f"{r['predicted_s']:.2f}",
-                 f"{100 * error:+.0f}%"] + [fn(r) for _, fn in extra]
+                 "" if math.isnan(error) else f"{100 * error:+.0f}%"] + [fn(r) for _, fn in extra]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
@@ -382,6 +382,7 @@ def collected_rows(directory: str) -> list:
         row.setdefault("study", "cluster")
         row.setdefault("series", "cluster")
         row.setdefault("predicted_s", float("nan"))
+        row.setdefault("label", row["sampler"])
     return rows
 
 
@@ -618,6 +619,12 @@ def document(data, rows, verdicts, predictions) -> str:
         *[f"| {p['curve']} | {p['samples']} | {p['ranks']} | {p['time_ranks']} | {p['piadm_s']:.3g} "
           f"| {p['sequential_s']:.3g} | {p['speedup']:.2f}x |" for p in predictions],
         "",
+        *(["## Cluster sweep (collected)", "",
+           "Rows read by jobscripts/collect_sweep.py from `--collect DIR` (measured there; the "
+           "predictions above are this machine's profile, not the cluster's: run "
+           "drivers/profile_costs.py on the cluster and pass its JSON to predict them).", "",
+           *table([r for r in rows if r["series"] == "cluster"]), ""]
+          if any(r["series"] == "cluster" for r in rows) else []),
         "## When time-parallelism pays",
         "",
         pays_text(rows, predictions),

@@ -660,7 +660,7 @@ def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
         sweep, step = measure_arithmetic(dim, rows_list[::2])
         curve, per_time = measure_eval(model, rows_list)
         profile = CostProfile(
-            model=config.model, dim=dim, cores=os.cpu_count() or 1, eval_per_time=per_time,
+            model=config.model, dim=dim, cores=usable_cores(), eval_per_time=per_time,
             eval=curve, sweep_arith=sweep, step_arith=step,
             noise=measure_noise(dim), io=measure_io(directory), setup=setup,
             sleep_overshoot=measure_sleep_overshoot(),
@@ -680,6 +680,15 @@ def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
     return profile
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, e.g. a batch job's share),
+    else the node's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def profile_for(config, n_ranks_hint: int = 1) -> CostProfile:
     """The --perf-profile file's costs, with the eval curve re-measured here if the file
     was made for another model or dimension (communication costs are kept)."""
@@ -694,7 +703,7 @@ def profile_for(config, n_ranks_hint: int = 1) -> CostProfile:
     rows = [1, 4, 16, 64, 256]
     sweep, step = measure_arithmetic(dim, rows[::2], repeats=3)
     curve, per_time = measure_eval(model, rows, repeats=3)
-    fresh = CostProfile(model=config.model, dim=dim, cores=os.cpu_count() or 1,
+    fresh = CostProfile(model=config.model, dim=dim, cores=usable_cores(),
                         eval=curve, eval_per_time=per_time, sweep_arith=sweep,
                         step_arith=step, noise=measure_noise(dim, repeats=2),
                         io=profile.io if profile else LinearCost(0.0, 0.0), setup=setup,
