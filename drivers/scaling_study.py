@@ -148,10 +148,11 @@ def run_point(world, profile, point, scratch: str):
 def predict_row(row: dict, profile) -> dict:
     """The model's prediction of a table row from the measured profile alone, given the
     sweeps and evaluations the run made (they do not depend on the rank count)."""
+    import dataclasses
+
     from hpc_picard.perfmodel import LinearCost, predict
-    here = profile.calibrated()
     # in-process points write no output file: no output I/O
-    here.io = LinearCost(0.0, 0.0)
+    here = dataclasses.replace(profile, io=LinearCost(0.0, 0.0))
     sweeps = row["sweeps_per_block"]
     return predict(row_config(row), row["ranks"], here, row["time_ranks"],
                    sweeps=sweeps if len(sweeps) == row["blocks"] else sum(sweeps),

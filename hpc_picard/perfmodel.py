@@ -6,17 +6,26 @@
 - t_eval is the measured batch-cost curve of the model on the rank's device: seconds
   of one score call against its rows (:func:`measure_eval`), interpolated piecewise
   linearly; ``--emulate-latency T0[,T1]`` turns it into max(T0 + T1 rows, t_eval).
-- t_arith is the measured cost of a sweep's (or a sequential step's) own arithmetic,
-  fixed plus per number.
+- t_arith is the measured cost of a round's own work beyond its score calls, noise and
+  collectives (arithmetic, bookkeeping, Python), fixed plus per number, per round kind
+  (sequential step, blockwise sweep, ParaDiGMS window, wavefront round), timed through
+  the samplers' own code on one rank (:func:`measure_rounds`).
+- rows per round: a blockwise sweep scores the slices behind its block's frozen prefix
+  (the critical rank's share), a window or wavefront round its window's slices over the
+  time ranks; a classifier-free-guided sample is two model rows.
 - t_comm of each collective (Exscan, Allreduce, Bcast, Allgather) is a latency plus
   bandwidth fit alpha_P + beta_P x bytes at each measured communicator size P,
   interpolated in log2 P, and extended beyond the largest measured P by the
   log2 P law of tree collectives.
-- When a node holds more ranks than cores (a study on a small machine), the real work
-  of the ranks shares the cores: it is stretched by ranks per node / cores.
+- When a node holds more ranks than cores (a study on a small machine), each rank's own
+  work (real score, t_arith, noise) shares the cores: it is stretched by ranks per node /
+  cores (the profile records the cores it was measured with; a prediction for one rank
+  per core or device has no stretch), and after an emulated device wait a round's
+  collectives cost the measured "sync" round at that P (they wait for the last rank).
 
 The rounds are an input: K per block as planned (an upper bound when tol > 0 stops
-blocks early) or the sweeps a run measured (they do not depend on the rank count).
+blocks early) or the sweeps a run measured, and likewise its evaluations (neither
+depends on the rank count).
 The profile (a JSON file, ``--perf-profile``) holds every measured number;
 ``drivers/profile_costs.py`` writes it. Nothing here is a constant of some machine.
 """
@@ -157,26 +166,6 @@ class CostProfile:
     def load(cls, path: str) -> "CostProfile":
         with open(path) as fh:
             return cls.from_dict(json.load(fh))
-
-    def calibrated(self, slowdown: float = 1.0, sleep_overshoot: float | None = None,
-                   sync: dict | None = None) -> "CostProfile":
-        """This profile under the machine's state at another moment (a shared node's
-        load changes): the per-rank costs stretched by ``slowdown``, the sleep overshoot
-        and the emulated-round "sync" costs ({ranks: seconds}) replaced if given."""
-        import dataclasses
-        comm = dict(self.comm)
-        if sync:
-            sizes = sorted(sync)
-            comm["sync"] = CollectiveCost(sizes, [sync[p] for p in sizes], [0.0] * len(sizes))
-        scale = lambda c: LinearCost(c.fixed * slowdown, c.per_unit * slowdown)  # noqa: E731
-        return dataclasses.replace(
-            self, eval=Curve(self.eval.rows, [x * slowdown for x in self.eval.seconds]),
-            eval_per_time=self.eval_per_time * slowdown, sweep_arith=scale(self.sweep_arith),
-            step_arith=scale(self.step_arith),
-            round_overhead={k: scale(v) for k, v in self.round_overhead.items()},
-            noise=NoiseCost(self.noise.per_slice * slowdown, self.noise.per_number * slowdown),
-            sleep_overshoot=self.sleep_overshoot if sleep_overshoot is None else sleep_overshoot,
-            comm=comm)
 
     def collective(self, name: str, ranks: int, nbytes: float) -> float:
         cost = self.comm.get(name)
@@ -501,22 +490,6 @@ def reference_kernel_seconds(repeats: int = 5) -> float:
     how much slower the (shared) node runs now than when a profile was measured."""
     x = np.random.default_rng(0).standard_normal((128, 128))
     return _best_of(lambda: [x @ x for _ in range(8)], repeats)
-
-
-def measure_emulated_round(comm, repeats: int = 10) -> float:
-    """Seconds an emulated round costs beyond its device wait on the mpi4py
-    communicator ``comm``: sleep, Exscan, Allreduce, as measure_collectives' "sync"."""
-    from mpi4py import MPI
-    state, out = np.ones(SYNC_STATE_BYTES // F64), np.empty(SYNC_STATE_BYTES // F64)
-    flag, flag_out = np.zeros(1), np.zeros(1)
-    comm.Barrier()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        time.sleep(SYNC_SLEEP)
-        comm.Exscan(state, out, MPI.SUM)
-        comm.Allreduce(flag, flag_out, MPI.MAX)
-    elapsed = (time.perf_counter() - start) / repeats - SYNC_SLEEP
-    return max(comm.allreduce(elapsed, op=MPI.MAX), 0.0)
 
 
 def measure_sleep_overshoot(seconds: float = SYNC_SLEEP, repeats: int = 25) -> float:
