@@ -282,7 +282,14 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
         """The collectives of one round: Exscan in the group, the verdict over all ranks
         (or, after an emulated device wait, the measured emulated round)."""
         if emulated_round:
-            # "sync" was measured with an Exscan over all ranks: swap in the group's
+            # the emulated round measured with the group's Exscan ("sync/g"; "sync" has
+            # one group of all ranks), its state's bytes beyond the measured ones added
+            grouped = "sync" if time_ranks_ == n_ranks else f"sync/{time_ranks_}"
+            more_bytes = max(profile.collective("exscan", time_ranks_, state_bytes)
+                             - profile.collective("exscan", time_ranks_, SYNC_STATE_BYTES), 0.0)
+            if grouped in profile.comm:
+                return profile.collective(grouped, n_ranks, F64) + more_bytes
+            # else swap the all-rank Exscan of "sync" for the group's
             waking = profile.collective("sync", n_ranks, F64) - \
                 profile.collective("exscan", n_ranks, SYNC_STATE_BYTES)
             return max(waking, 0.0) + profile.collective("exscan", time_ranks_, state_bytes)
@@ -571,6 +578,7 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 20) -> dict:
             continue
         inside = world.rank < size
         sub = comm.Split(0 if inside else MPI.UNDEFINED, world.rank)
+        groups = {}
         if inside:
             for nbytes in byte_counts:
                 local = np.ones(max(1, nbytes // F64))
@@ -590,6 +598,15 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 20) -> dict:
                     ops["sync"] = lambda: (time.sleep(SYNC_SLEEP),
                                            sub.Exscan(state, np.empty_like(state), MPI.SUM),
                                            sub.Allreduce(local, out, MPI.MAX))
+                    # the same round split into sample groups of g time ranks: the Exscan
+                    # runs in each group at once, the verdict over all ("sync/g"); with
+                    # more ranks than cores a long scan chain waits for more wake-ups
+                    for g in (g for g in sync_groups(size) if g < size):
+                        group = groups.setdefault(g, sub.Split(sub.Get_rank() // g, sub.Get_rank()))
+                        ops[f"sync/{g}"] = lambda group=group: (
+                            time.sleep(SYNC_SLEEP),
+                            group.Exscan(state, np.empty_like(state), MPI.SUM),
+                            sub.Allreduce(local, out, MPI.MAX))
                 for name, op in ops.items():
                     sub.Barrier()
                     op()
@@ -600,12 +617,19 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 20) -> dict:
                     # the slowest rank's time is the collective's time
                     elapsed = sub.allreduce(elapsed, op=MPI.MAX)
                     bytes_moved = local.nbytes * (size if name == "allgather" else 1)
-                    if name == "sync":
+                    if name.startswith("sync"):
                         elapsed = max(elapsed - SYNC_SLEEP, 0.0)
-                    samples[name].append((size, bytes_moved, elapsed))
+                    samples.setdefault(name, []).append((size, bytes_moved, elapsed))
+            for group in groups.values():
+                group.Free()
             sub.Free()
         sleeping_barrier(comm)
     return samples
+
+
+def sync_groups(size: int) -> list:
+    """Group sizes at which an emulated round on ``size`` ranks is measured: powers of 2."""
+    return [1 << k for k in range(size.bit_length()) if (1 << k) <= size]
 
 
 def sleeping_barrier(comm, nap: float = 0.02):

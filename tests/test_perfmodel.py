@@ -220,3 +220,19 @@ def test_the_scaling_study_plan_and_auto_verdicts():
     verdict = study.auto_verdicts(rows, profile(eval_seconds=(0.0, 1.0), dim=256))[0]
     assert verdict["fastest"] == 2 and verdict["walls"] == {2: 1.0, 4: 1.1}
     assert verdict["pick"] in (2, 4) and verdict["loss"] == pytest.approx(0.0 if verdict["pick"] == 2 else 0.1)
+
+
+def test_an_emulated_round_costs_the_measured_round_of_its_group_size():
+    """After an emulated device wait a round costs the profile's "sync/g" measurement
+    for sample groups of g time ranks ("sync": one group of all ranks)."""
+    config = RunConfig(dim=16, num_samples=4, blocks=1, steps_per_block=8, picard_iters=8,
+                       emulate_latency="0.02")
+    comm = {name: CollectiveCost([2, 8], [0.0, 0.0], [0.0, 0.0])
+            for name in ("exscan", "allreduce", "bcast", "allgather")}
+    comm.update({"sync": CollectiveCost([8], [4e-3], [0.0]),
+                 "sync/4": CollectiveCost([8], [3e-3], [0.0]),
+                 "sync/2": CollectiveCost([8], [2e-3], [0.0])})
+    costs = profile(comm=comm, eval_seconds=(0.0, 0.0))
+    for time_ranks, seconds in ((8, 4e-3), (4, 3e-3), (2, 2e-3)):
+        pred = predict(config, 8, costs, time_ranks, sweeps=[5])
+        assert pred.comm == pytest.approx(5 * seconds), time_ranks
