@@ -3,8 +3,10 @@ predicted by the performance model (hpc_picard/perfmodel.py) -> docs/scaling.md.
 
     python drivers/scaling_study.py            # relaunches itself under mpiexec -n 64
     python drivers/scaling_study.py --report   # redo the doc and plots from the JSON
-    python drivers/scaling_study.py --collect DIR   # add rows of a cluster sweep
-                                                    # (jobscripts/collect_sweep.py)
+    python drivers/scaling_study.py --report --collect DIR   # add rows of a cluster
+                                                    # sweep (jobscripts/collect_sweep.py)
+    python drivers/scaling_study.py --max-ranks 16 --only auto --json J --doc D
+                                               # a subset (study name prefixes)
 
 Every point runs in ONE mpiexec launch of --max-ranks ranks: a point on P ranks runs
 hpc_picard.runner.run on a sub-communicator of the first P ranks while the others wait
@@ -208,7 +210,8 @@ def worker(args) -> int:
         except Exception as exc:   # the study stands without it
             print(f"scaling_study: digits model not timed: {exc}", flush=True)
         print(f"scaling_study: profile in {time.perf_counter() - started:.0f} s", flush=True)
-    points = plan_points(comm.size, profile.cores)
+    points = [pt for pt in plan_points(comm.size, profile.cores)
+              if not args.only or pt[0].startswith(tuple(args.only.split(",")))]
     rows = []
     for i, point in enumerate(points):
         row = run_point(comm, profile, point, scratch)
@@ -242,7 +245,8 @@ def launch(args) -> int:
                **QUIET_PROGRESS_ENV)
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     command = [mpiexec, "-n", str(args.max_ranks), sys.executable, os.path.abspath(__file__),
-               "--worker", "--json", args.json, "--scratch", args.scratch]
+               "--worker", "--json", args.json, "--scratch", args.scratch] + \
+        (["--only", args.only] if args.only else [])
     print("scaling_study:", " ".join(command), flush=True)
     return subprocess.call(command, env=env)
 
@@ -789,6 +793,8 @@ def main(argv=None) -> int:
     parser.add_argument("--report", action="store_true", help="only redo the doc and plots from --json")
     parser.add_argument("--collect", default=None,
                         help="a directory of cluster sweep outputs to add (jobscripts/collect_sweep.py)")
+    parser.add_argument("--only", default="",
+                        help="studies to run, by name prefix: strong,weak,samples,auto (default: all)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
