@@ -110,7 +110,7 @@ def auto_configs(max_ranks: int) -> list:
     # even splits makes every split take the same time and the pick a coin toss
     steep, steeper = "0.01,0.00125", "0.01,0.0025"
     configs = [(4, 3, FINITE), (4, 4, steep), (4, 5, steep), (4, 7, steep), (8, 3, steeper),
-               (8, 5, steep), (8, 8, steep), (8, 16, steep), (16, 2, steep), (16, 6, steep)]
+               (8, 8, steep), (8, 8, steeper), (8, 16, steep), (16, 6, steep), (16, 16, steep)]
     return [c for c in configs if c[0] <= max_ranks]
 
 
