@@ -140,7 +140,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     if getattr(sampler, "window_checkpoints", False):
         # Wavefront PIADM: one record for the whole grid, like ParaDiGMS, but its
         # in-flight window is checkpointed whenever blocks retire.
-        from .samplers.wavefront import WavefrontState
+        from .samplers.wavefront import WavefrontState, whole_window
         resumed = None
         if saved.window is not None:
             rows = np.swapaxes(saved.window_states[first:stop], 0, 1)
@@ -157,7 +157,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
             written[0] = st.front
             state = checkpoint.RunState(
                 next_block=0, states=None, evaluations=st.evaluations, restarts=saved.restarts,
-                timings=timings(), window=st.counters(), window_states=st.states)
+                timings=timings(), window=st.counters(),
+                window_states=whole_window(pgrid.time, st))
             io_seconds += checkpoint.save(pgrid, config.checkpoint, st.states[0], state, config)
         y, bstats = sampler.run_trajectory(grid, y, resumed, on_state)
         sweeps, residuals, evaluations = [bstats.sweeps], [bstats.residual], bstats.evaluations

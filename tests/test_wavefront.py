@@ -76,7 +76,7 @@ def test_linear_analysis_of_the_wavefront():
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(accelerate="anderson"), "does not apply to --schedule wavefront"),
+    (dict(accelerate="anderson", checkpoint="ck.h5"), "mixing history in memory"),
     (dict(active_blocks=-1), "--active-blocks"),
     (dict(schedule="diagonal"), "--schedule"),
     (dict(linear_part="cubic"), "--linear-part"),
@@ -93,6 +93,8 @@ def test_bad_wavefront_options_are_refused(options, message):
     ("piadm-sde", dict(tol=0.0, picard_iters=6, active_blocks=0, linear_part="exp")),
     ("piadm-ode", dict(tol=1e-3, active_blocks=1, corrector_steps=3)),
     ("piadm-sde", dict(tol=1e-3, active_blocks=2, time_ranks=1)),    # sample groups
+    ("piadm-sde", dict(tol=1e-3, active_blocks=2, accelerate="anderson")),
+    ("piadm-sde", dict(tol=1e-3, active_blocks=0, accelerate="anderson", time_ranks=1)),
 ])
 def test_wavefront_is_rank_count_invariant(sampler, options):
     """Every rank count gives one rank's samples and rounds; the window's tail (fewer
@@ -197,3 +199,85 @@ def test_wavefront_resume_at_the_same_and_another_rank_count():
         world.barrier()
         if world.rank == 0:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def test_anderson_with_the_wavefront_keeps_tol_zero_exact_and_the_tolerance():
+    """Anderson mixes only the positions behind the front's verdict, so tol = 0 still
+    reproduces the sequential sampler; with a tolerance it stays within it."""
+    reference = sample(sampler="sequential-sde", schedule="blockwise")
+    exact = sample(sampler="piadm-sde", tol=0.0, picard_iters=6, active_blocks=2,
+                   accelerate="anderson")
+    assert np.abs(exact.samples - reference.samples).max() < 1e-10
+    assert exact.stats["rounds"] == TOTAL_SLICES
+    mixed = sample(sampler="piadm-sde", tol=1e-4, active_blocks=2, accelerate="anderson",
+                   anderson_depth=2)
+    plain = sample(sampler="piadm-sde", tol=1e-4, active_blocks=2)
+    assert np.abs(mixed.samples - reference.samples).max() < 1e-4 * np.abs(reference.samples).max()
+    assert mixed.stats["rounds"] <= plain.stats["rounds"]
+    assert mixed.stats["evaluations"] < plain.stats["evaluations"]
+
+
+class _CountingProblem:
+    """The GRF's exact per-mode problem (linear_analysis), counting the rows scored."""
+
+    def __init__(self, traj):
+        model = GaussianRandomField(64, k0=4.0, alpha=2.0)
+        lam, mult = la.grf_modes(model)
+        self.inner = la._LinearProblem(traj, lam, mult)
+        self.increments, self.residual = self.inner.increments, self.inner.residual
+        self.scored = 0
+
+    def score(self, rows, slices):
+        self.scored += len(slices)
+        return self.inner.score(rows, slices)
+
+
+def windows_of(comm, guess: str, record):
+    """Run the wavefront (3 blocks x 6 slices, W = 2) on the exact GRF problem over
+    ``comm``; record(st, wave) after every round. Returns (final state, rows scored)."""
+    from hpc_picard.samplers.wavefront import Trajectory, Wavefront
+    traj = Trajectory(TimeGrid.build(4.0, 1e-2, 3, 6), "sde", "ou")
+    problem = _CountingProblem(traj)
+    wave = Wavefront(problem, traj, comm, 12, 1e-3, 2, guess)
+    y0 = np.zeros((problem.inner.sources, problem.inner.factor.shape[1]))
+    y0[0] = 1.0
+    st = wave.run(y0, on_state=lambda st: record(st, wave))
+    return st, problem.scored
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("guess", ["constant", "noise"])
+def test_each_rank_holds_only_its_slices_as_the_window_moves(guess):
+    """Every round, a rank holds the states of its balanced share of the window (and
+    the increments of its slices only); the gathered window equals one rank's at the
+    same round, as blocks retire and enter; the evaluations counted are the rows
+    scored, all ranks together."""
+    from mpi4py import MPI
+    from hpc_picard.parallel import balanced_range
+    from hpc_picard.samplers.wavefront import whole_window
+    world = Communicator(MPI.COMM_WORLD)
+    serial = []
+    windows_of(Communicator.self_comm(), guess,
+               lambda st, wave: serial.append((st.front, st.states.copy())))
+    problems, rows_seen = [], set()
+
+    def check(st, wave):
+        lo, hi = balanced_range(st.rows, world.size, world.rank)
+        if len(st.states) != hi + 1 - lo or len(st.noise) != hi - lo:
+            problems.append(f"round {st.rounds}: holds {len(st.states)} states")
+        rows_seen.add(st.rows)
+        whole = whole_window(world, st)
+        if world.rank == 0:
+            front, states = serial[st.rounds - 1]
+            if front != st.front or whole.shape != states.shape or \
+                    np.abs(whole - states).max() > 1e-12:
+                problems.append(f"round {st.rounds}: window differs from one rank's")
+    st, scored = windows_of(world, guess, check)
+    total = int(world.allreduce_sum(np.array([float(scored)]))[0])
+    if total != st.evaluations or st.rounds != len(serial):
+        problems.append(f"scored {total}, counted {st.evaluations}")
+    # the window shrinks as the last blocks retire and nothing enters
+    if len(rows_seen) < 3:
+        problems.append(f"window sizes {sorted(rows_seen)}")
+    assert world.allgather_obj(problems) == [[]] * world.size

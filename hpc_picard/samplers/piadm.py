@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
-from .acceleration import ACCELERATIONS, AndersonMixer
+from .acceleration import ACCELERATIONS, AndersonMixer, WindowMixer
 from .base import F64, BlockStats, Sampler
 from .monitor import SweepMonitor
 from .corrector import LangevinCorrector
@@ -67,9 +67,10 @@ class PicardSampler(Sampler):
         super().validate(config)
         if config.accelerate == "anderson" and config.anderson_depth < 1:
             raise ConfigError("--accelerate anderson needs --anderson-depth of at least 1")
-        if config.schedule == "wavefront" and config.accelerate != "none":
-            raise ConfigError("--accelerate anderson mixes one block's sweeps and does not "
-                              "apply to --schedule wavefront; use --accelerate none")
+        if config.schedule == "wavefront" and config.accelerate != "none" and config.checkpoint:
+            raise ConfigError("--accelerate anderson with --schedule wavefront keeps its "
+                              "mixing history in memory, not in checkpoints, so a resume "
+                              "could not repeat the run; drop --checkpoint or the mixing")
 
     @classmethod
     def bounds(cls, config) -> Cost:
@@ -102,8 +103,8 @@ class PicardSampler(Sampler):
         if config.accelerate == "anderson":
             arrays += (2 * config.anderson_depth + 2) * (rows - 1)
         if config.schedule == "wavefront":
-            # the window's states on every time rank, its rebuilt copy and the noise
-            arrays += 3 * wavefront.window_bounds(config, cls.build_grid(config))[2]
+            arrays += wavefront.window_arrays(config, cls.build_grid(config), time_ranks,
+                                              time_rank)
         return arrays * row * F64 + 3 * rows * row * np.dtype(config.dtype).itemsize
 
     @staticmethod
@@ -121,11 +122,12 @@ class PicardSampler(Sampler):
             raise ValueError(f"unknown initial guess {initial_guess!r}; expected one of {INITIAL_GUESSES}")
         if schedule not in wavefront.SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; expected one of {wavefront.SCHEDULES}")
-        if schedule == "wavefront" and accelerate != "none":
-            raise ValueError("--accelerate anderson mixes one block's sweeps and does not apply "
-                             "to --schedule wavefront")
         self.initial_guess = initial_guess
-        self.mixer = AndersonMixer(context.comm, anderson_depth) if accelerate == "anderson" else None
+        self.mixer = None
+        if accelerate == "anderson":
+            # the wavefront's history travels with its window's rows (acceleration.py)
+            mixers = {"blockwise": AndersonMixer, "wavefront": WindowMixer}
+            self.mixer = mixers[schedule](context.comm, anderson_depth)
         self.schedule = schedule
         self.active_blocks = int(active_blocks)
         self.linear_part = linear_part
@@ -140,7 +142,7 @@ class PicardSampler(Sampler):
         problem = wavefront.SamplerProblem(self, traj, self.corrector)
         return wavefront.Wavefront(problem, traj, self.ctx.comm, self.picard_iters, self.tol,
                                    self.active_blocks, self.initial_guess, on_round,
-                                   verdicts=self.ctx.verdicts)
+                                   verdicts=self.ctx.verdicts, mixer=self.mixer)
 
     @staticmethod
     def retired_blocks(grid, state) -> int:
