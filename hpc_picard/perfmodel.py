@@ -327,10 +327,12 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
             from .samplers.wavefront import window_bounds
             bound, _, states_in_window = window_bounds(config, grid)
             width = states_in_window - 1
-            # the affine Exscan carries a factor too; the front's verdict is a min and
-            # a max over all ranks; the rebuilt window is all-gathered
+            # the front's verdict is a min and a max over all ranks; the rebalance ships
+            # the states and increments of about the slices the front advanced (an
+            # Alltoallv, costed as the all-gather fit of that many bytes)
+            advance = grid.total_slices / max(total_rounds(bound), 1)
             extra = (profile.collective("allreduce", n_ranks, F64)
-                     + profile.collective("allgather", time_ranks, width * state_bytes))
+                     + profile.collective("allgather", time_ranks, 2 * advance * state_bytes))
         rounds = total_rounds(bound)
         if evaluations is not None and rounds:
             width = max(1, min(width, round(evaluations / rounds)))
