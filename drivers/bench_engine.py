@@ -9,9 +9,12 @@ Gaussian fit). Printed side by side with the same table measured on main before 
 engine (the issue's "today" row). Each run is its own mpiexec; run as
 
     .venv/bin/python drivers/bench_engine.py [--dim 4096] [--num-samples 64]
-        [--array-backend numpy|torch]
+        [--array-backend numpy|torch] [--phases N]
 
 (`make bench` runs it). Timings depend on the machine's load: compare rows of one run.
+``--phases N`` instead times one piadm-sde block (block 0, one process, no MPI) N times
+and prints the fastest split into arithmetic, score and noise: a check of the engine's
+arithmetic that a loaded machine disturbs less than whole runs.
 """
 from __future__ import annotations
 
@@ -55,6 +58,45 @@ def worker(args):
                           "kl": float(acc["kl_gaussian_fit"])}))
 
 
+def phases(args):
+    """--phases N: one piadm-sde block, N times in one process; the fastest split."""
+    import time
+
+    import numpy as np
+
+    from hpc_picard.arrays import make_backend
+    from hpc_picard.config import RunConfig
+    from hpc_picard.models import build_model
+    from hpc_picard.parallel import Communicator
+    from hpc_picard.runner import build_grid, initial_state
+    from hpc_picard.samplers import SamplerContext, build_sampler
+
+    cfg = RunConfig(model="grf", dim=args.dim, num_samples=args.num_samples, seed=args.seed,
+                    sampler="piadm-sde", array_backend=args.array_backend)
+    cfg.validate(1)
+    model = build_model(cfg)
+    samples = np.arange(cfg.num_samples)
+    ctx = SamplerContext(model=model, comm=Communicator.self_comm(), samples=samples,
+                         dtype=np.dtype(cfg.dtype), seed=cfg.seed,
+                         backend=make_backend(cfg.array_backend, model))
+    sampler = build_sampler(cfg, ctx)
+    block, y0 = build_grid(cfg).blocks[0], initial_state(cfg, samples, cfg.dim)
+    runs = []
+    for _ in range(args.phases):
+        score, noise = ctx.timers.score_seconds, ctx.timers.noise_seconds
+        start = time.perf_counter()
+        _, stats = sampler.run_block(block, y0)
+        wall = time.perf_counter() - start
+        score, noise = ctx.timers.score_seconds - score, ctx.timers.noise_seconds - noise
+        runs.append((wall - score - noise, score, noise, wall))
+    arithmetic, score, noise, wall = min(runs)
+    print(f"piadm-sde block 0 (GRF d={args.dim}, {args.num_samples} samples, {stats.sweeps} "
+          f"sweeps, {stats.evaluations} evaluations/sample), fastest of {args.phases}:")
+    print(f"  arithmetic {1e3 * arithmetic:.0f} ms, score {1e3 * score:.0f} ms, noise "
+          f"{1e3 * noise:.0f} ms, wall {1e3 * wall:.0f} ms; arithmetic "
+          f"{100 * arithmetic / wall:.1f}% of wall")
+
+
 def launch(args, sampler: str, ranks: int) -> dict:
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     cmd = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", "--sampler", sampler,
@@ -73,10 +115,14 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--array-backend", default="numpy")
     parser.add_argument("--sampler", default=None)
+    parser.add_argument("--phases", type=int, default=0,
+                        help="time one piadm-sde block this many times instead (one process)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.phases:
+        return phases(args)
     print(f"GRF d={args.dim}, {args.num_samples} samples, defaults (paradigms: tol 0.05), "
           f"array backend {args.array_backend}; 'before' = main before the sweep engine "
           f"(the issue's table)")

@@ -24,15 +24,25 @@ import numpy as np
 
 from .config import ARRAY_BACKENDS
 
+#: host cache blocks of a sweep: 2^16 float64 numbers (512 KiB), measured in
+#: docs/design.md (the sweep engine, "Fast")
+HOST_BLOCK_NUMBERS = 1 << 16
+
 
 class Backend:
     """Operations on one array type, on one device. ``name``: numpy, torch or cupy."""
 
     name = "numpy"
+    #: numbers of one row that a sweep works on at a time (engine.py) so that a row's
+    #: increments, prefix sum, state and difference stay in cache; 0: whole rows (a
+    #: device, where a launch per block would cost more than the memory traffic)
+    block_numbers = HOST_BLOCK_NUMBERS
 
     def __init__(self, xp=np):
         self.xp = xp
         self.name = "cupy" if xp is not np else "numpy"
+        if xp is not np:
+            self.block_numbers = 0
 
     # -- creation and transfer ---------------------------------------------------------
     def empty(self, shape, dtype):
@@ -66,24 +76,21 @@ class Backend:
     def subtract(self, a, b, out):
         return self.xp.subtract(a, b, out=out)
 
+    def scale_into(self, a, factor: float, out):
+        """out = factor * a computed in out's dtype (a float32 state times a float64
+        coefficient into a float64 increment keeps the coefficient's precision)."""
+        return self.xp.multiply(a, factor, out=out, dtype=out.dtype)
+
     def copy(self, src, out):
         out[...] = src
         return out
 
-    def cumsum_rows(self, a):
-        """Inclusive prefix sum along axis 0, in place.
-
-        On the host, one vectorised add per row: numpy's cumsum along the leading axis
-        walks the array with a stride of a whole row and is about 20x slower on a
-        block's (64, S, d) increments (a host measurement, docs/design.md).
-        """
-        if self.xp is not np:
-            return self.xp.cumsum(a, axis=0, out=a)
-        return _row_by_row_cumsum(a, np.add)
-
-    def sum_squares(self, a):
-        """Sum of squares over the last axis, accumulated in float64: a.shape[:-1]."""
-        return self.xp.einsum("...d,...d->...", a, a, dtype=np.float64)
+    def sum_squares_into(self, a, out):
+        """Sum of squares over the last axis, accumulated in float64, into out
+        (a.shape[:-1], float64)."""
+        if self.xp is np and hasattr(np, "vecdot"):     # numpy >= 2: 2.5x its einsum
+            return np.vecdot(a, a, out=out, dtype=np.float64)
+        return self.xp.einsum("...d,...d->...", a, a, dtype=np.float64, out=out)
 
     def max_last(self, a):
         """Largest entry over the last axis: a.shape[:-1]."""
@@ -103,6 +110,7 @@ class TorchBackend(Backend):
         self.torch = torch
         self.device = torch.device(device)
         self.xp = torch
+        self.block_numbers = HOST_BLOCK_NUMBERS if self.device.type == "cpu" else 0
 
     def _dtype(self, dtype):
         return {np.dtype("float64"): self.torch.float64, np.dtype("float32"): self.torch.float32,
@@ -142,26 +150,21 @@ class TorchBackend(Backend):
     def copy(self, src, out):
         return out.copy_(src)
 
-    def cumsum_rows(self, a):
-        if self.device.type == "cpu":
-            return _row_by_row_cumsum(a, self.torch.add)
-        return self.torch.cumsum(a, dim=0, out=a)
+    def scale_into(self, a, factor: float, out):
+        if a.dtype == out.dtype:
+            return self.torch.mul(a, factor, out=out)
+        out.copy_(a)                # torch would multiply in a's dtype, then cast
+        return out.mul_(factor)
 
-    def sum_squares(self, a):
-        norm = self.torch.linalg.vector_norm(a, dim=-1, dtype=self.torch.float64)
-        return norm.square_()
+    def sum_squares_into(self, a, out):
+        self.torch.linalg.vector_norm(a, dim=-1, dtype=self.torch.float64, out=out)
+        return out.square_()
 
     def max_last(self, a):
         return a.amax(dim=-1)
 
     def all_finite(self, a) -> bool:
         return bool(self.torch.isfinite(a).all())
-
-
-def _row_by_row_cumsum(a, add):
-    for i in range(1, a.shape[0]):
-        add(a[i], a[i - 1], out=a[i])
-    return a
 
 
 def native_backend_name(model) -> str:

@@ -21,13 +21,16 @@ STREAM_REFERENCE = 4    # exact samples of analytic targets, for accuracy figure
 _MASK = (1 << 64) - 1
 
 
-def gaussian(seed: int, stream: int, block: int, slice_index: int, samples, dim: int) -> np.ndarray:
-    """Standard normal array of shape (len(samples), dim), float64.
+def gaussian(seed: int, stream: int, block: int, slice_index: int, samples, dim: int,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """Standard normal array of shape (len(samples), dim), float64 (into ``out`` if
+    given: a C-contiguous float64 array of that shape).
 
     ``samples`` holds global sample indices: row i is the noise of sample samples[i].
     """
     samples = np.asarray(samples, dtype=np.int64)
-    out = np.empty((len(samples), dim), dtype=np.float64)
+    if out is None:
+        out = np.empty((len(samples), dim), dtype=np.float64)
     bitgen = np.random.Philox(0)    # re-keyed below; constructing one per row is slow
     gen = np.random.Generator(bitgen)
     state = bitgen.state
@@ -41,10 +44,16 @@ def gaussian(seed: int, stream: int, block: int, slice_index: int, samples, dim:
     return out
 
 
-def gaussian_slices(seed: int, stream: int, block: int, slices, samples, dim: int) -> np.ndarray:
-    """Noise for several slices of one block: shape (len(slices), len(samples), dim)."""
+def gaussian_slices(seed: int, stream: int, block: int, slices, samples, dim: int,
+                    out: np.ndarray | None = None, scale=None) -> np.ndarray:
+    """Noise for several slices of one block: shape (len(slices), len(samples), dim),
+    into ``out`` if given; ``scale``: a factor per slice, applied to each slice's noise
+    as it is drawn (while it is in cache)."""
     slices = list(slices)
-    out = np.empty((len(slices), len(samples), dim), dtype=np.float64)
+    if out is None:
+        out = np.empty((len(slices), len(samples), dim), dtype=np.float64)
     for i, j in enumerate(slices):
-        out[i] = gaussian(seed, stream, block, j, samples, dim)
+        gaussian(seed, stream, block, j, samples, dim, out=out[i])
+        if scale is not None:
+            out[i] *= scale[i]
     return out

@@ -271,11 +271,12 @@ class Sampler:
             return max(1, int(preferred()))
         return max(1, DEFAULT_CHUNK // dim)
 
-    def increments(self, block, slices) -> np.ndarray:
-        """The Gaussian increments xi_j of this block's given slices: (J, S, d), float64."""
+    def increments(self, block, slices, out=None, scale=None) -> np.ndarray:
+        """The Gaussian increments xi_j of this block's given slices: (J, S, d), float64,
+        into ``out`` if given; ``scale``: a factor per slice (noise.gaussian_slices)."""
         from .. import noise
         start = time.perf_counter()
         out = noise.gaussian_slices(self.ctx.seed, noise.STREAM_INCREMENT, block.index, slices,
-                                    self.ctx.samples, self.ctx.model.dim)
+                                    self.ctx.samples, self.ctx.model.dim, out=out, scale=scale)
         self.ctx.timers.noise_seconds += time.perf_counter() - start
         return out

@@ -40,6 +40,10 @@ Arrays: every array of a state's size lives on the engine's :class:`~hpc_picard.
 arrays.Backend` (numpy, torch or cupy), allocated once per shape and reused from block
 to block. States are in the run's dtype; increments, their prefix sums and the start
 are float64 (sums of many small increments), residuals are accumulated in float64.
+The arithmetic of a sweep is memory-bound, so it is fused by cache blocking: rows in
+order, on the host in blocks of samples, each row's increment, prefix sum, state and
+move formed while the block is in cache (:meth:`BlockSweep._sweep_rows`; without
+Anderson mixing the states are updated in place). docs/design.md has the measurements.
 
 Usage (one block of PIADM, see piadm.py for the whole thing)::
 
@@ -115,12 +119,22 @@ class BlockSweep:
         self._capacity = owned
         self._states = [be.empty((rows,) + row, self.dtype) for _ in range(2)]
         self._cum = be.empty((rows,) + row, np.float64)       # g, then its prefix sums
-        # scores, then (once g is formed) the differences of the states
         self._scores = be.empty((rows,) + self.sample_shape, self.dtype)
-        self._diff = self._scores
         # allocated when first needed: the fixed increments (SDE noise; a second
-        # buffer for slides) and float64 work rows (2 x 2 growth, the linear term)
-        self._fixed, self._work = [], None
+        # buffer for slides)
+        self._fixed = []
+        # per row and sample: the squared move of the state, summed over d
+        self._moved = be.empty((rows, self.sample_shape[0]), np.float64)
+        # the sample blocks a sweep works on row by row (arrays.Backend.block_numbers)
+        samples, rest = self.sample_shape[0], int(np.prod(row[2:], dtype=np.int64))
+        per_block = be.block_numbers // (self.components * rest) if be.block_numbers else samples
+        width = min(samples, max(1, per_block))
+        self._chunks = [slice(a, min(a + width, samples)) for a in range(0, samples, width)]
+        # one block of work rows: (C + 2) float64 (base + prefix, the 2 x 2 growth's
+        # sums) and the state differences
+        self._work = be.empty((self.components + 2, width) + row[2:], np.float64)
+        self._diff = be.empty((width,) + row[2:], self.dtype)
+        self._fresh = be.empty((self.components, width) + row[2:], self.dtype)
         self._base = be.empty(row, np.float64)
         self._zero = be.zeros(row, np.float64)
         self._received = be.empty(row, np.float64)
@@ -135,36 +149,45 @@ class BlockSweep:
         weight: the score's weight per slice, (L,) or (L, C);
         scale:  the residual normaliser of position j + 1, per slice j, (L,);
         fixed:  this rank's rows fixed_j for its owned slices, (owned, [C,] S, d), host
-                or backend array; None: zero;
+                or backend array, or a function fixed(out) that writes them into out, a
+                host float64 array of that shape (the engine's own rows on a host
+                backend: no copy); None: zero;
         linear: the coefficient of Y_j in g_j per slice, (L,), or None;
         tol:    the residual tolerance (tol^2 bounds r_m); 0: only exact slices freeze;
         freeze: False keeps slices live however little they move (only exact ones
                 freeze: Anderson mixing needs every row);
         describe: describe(position) -> str naming a window position in errors.
         """
-        be, C = self.backend, self.components
+        C = self.components
         self.offset = int(offset)
         self.tol_sq = float(tol) ** 2
         self.freeze_tolerance = bool(freeze) and tol > 0
         self.describe = describe or (lambda position: f"window position {position}")
+        # host coefficients, passed to the backend one scalar per row: Python floats
+        # (numpy's float64 scalars cost numpy a third more per call on a 1 MiB block)
         growth = np.asarray(growth, dtype=np.float64)
-        self._growth_host = growth.reshape(len(growth), C, C)
-        self._weight = be.asarray(np.asarray(weight, dtype=np.float64).reshape(-1, C)[:, :, None, None])
+        self._growth = growth.reshape(len(growth), C, C).tolist()
+        self._weight = np.asarray(weight, dtype=np.float64).reshape(-1, C).tolist()
         self._scale = np.asarray(scale, dtype=np.float64)
-        self._linear = None if linear is None else be.asarray(
-            np.asarray(linear, dtype=np.float64)[:, None, None, None])
-        self._growth = be.asarray(self._growth_host[:, :, :, None, None] if C > 1
-                                  else self._growth_host[:, 0, :, None, None])
+        self._linear = None if linear is None else np.asarray(linear, dtype=np.float64).tolist()
         rows = self.owned + 1
         self.current = 0
         self._states[0][:rows] = self._as_row(y0)
         # The other buffer is written row by row as rows are rebuilt or freeze; only
         # the first row (rank 0's Y_w, never rebuilt) must be there from the start.
         self._states[1][0] = self._states[0][0]
+        self._other_stale = False
         self._fixed_rows = None
         if fixed is not None:
-            self._fixed_rows = self._fixed_buffer(0)
-            self._fixed_rows[:self.owned] = self._as_rows(fixed)
+            self._fixed_rows = rows = self._fixed_buffer(0)
+            if not callable(fixed):
+                rows[:self.owned] = self._as_rows(fixed)
+            else:
+                host = (self.backend.host_view(rows[:self.owned]) if self.backend.is_host()
+                        else np.empty((self.owned,) + rows.shape[1:], dtype=np.float64))
+                fixed(host if self.components > 1 else host[:, 0])
+                if not self.backend.is_host():
+                    rows[:self.owned] = self._as_rows(host)
         self.evaluations = 0
         self._reset_window()
 
@@ -173,12 +196,6 @@ class BlockSweep:
             self._fixed.append(self.backend.empty(
                 (self._capacity + 1, self.components) + self.sample_shape, np.float64))
         return self._fixed[index]
-
-    def _work_rows(self, rows: int):
-        if self._work is None:
-            self._work = self.backend.empty(
-                (self._capacity + 1, self.components) + self.sample_shape, np.float64)
-        return self._work[:rows]
 
     def _reset_window(self):
         # The prefix sums need no clearing: the first sweep (front 0) writes every row.
@@ -234,12 +251,8 @@ class BlockSweep:
     def initialize_from_fixed(self):
         """Replace the constant guess by the trajectory of the fixed part of g alone
         (the score set to zero: PIADM's "noise" initial guess); costs no evaluation."""
-        self.backend.copy(self._fixed_rows[:self.owned], self._cum[:self.owned])
-        self._seed_start(0)
-        self._prefix(0)
-        self._rebuild(0)
-        rows = slice(0, self.owned + 1)
-        self.backend.copy(self._states[1 - self.current][rows], self._states[self.current][rows])
+        self._sweep_rows(None, measure=False, target=self.current)
+        self._other_stale = True
 
     def sweep(self, scores, mixer=None):
         """One Picard sweep with the scores at :meth:`pending`'s states, (J, S, d).
@@ -249,30 +262,26 @@ class BlockSweep:
         and host arrays only) mixes the new iterate unless the window converged.
         """
         be, n = self.backend, self.owned
-        first, rebuilt = self._live_rows()
-        if first < n:
-            live = self._cum[first:n]
-            window = slice(self.offset + self.lo + first, self.offset + self.hi)
-            be.multiply(scores[:, None], self._weight[window], out=live)
-            if self._fixed_rows is not None:
-                be.add(live, self._fixed_rows[first:n], out=live)
-            if self._linear is not None:
-                lagged = self._work_rows(n - first)
-                be.multiply(self._states[self.current][first:n], self._linear[window], out=lagged)
-                be.add(live, lagged, out=live)
-            if first > 0:                       # continue the frozen prefix's running sum
-                be.add(live[0], self._cum[first - 1], out=live[0])
-            self._seed_start(first)
-        self._prefix(first)
-        if first < n and not be.all_finite(self._cum[n - 1]):
-            self._raise_non_finite(scores, first)
+        _, rebuilt = self._live_rows()
+        if mixer is None:
+            # In place: each row's move is measured before it is overwritten, and a
+            # sweep writes the states once instead of a second buffer (memory traffic).
+            self._sweep_rows(scores, measure=True, target=self.current)
+            self._other_stale = True
+        else:
+            # Anderson mixes the iterate and its image: the image goes to the other
+            # buffer, whose frozen rows must then hold the current states too.
+            new, old = self._states[1 - self.current], self._states[self.current]
+            if self._other_stale:
+                be.copy(old[:rebuilt], new[:rebuilt])
+                self._other_stale = False
+            self._sweep_rows(scores, measure=True, target=1 - self.current)
         self.evaluations += self.size - self.front
-        self._rebuild(rebuilt)
         self.sweeps += 1
-        new = self._states[1 - self.current]
-        old = self._states[self.current]
-        self._verdict(old, new, max(rebuilt, 1))
-        if mixer is not None and not (self.tol_sq > 0 and self.residual <= self.tol_sq):
+        self._verdict(max(rebuilt, 1))
+        if mixer is None:
+            return
+        if not (self.tol_sq > 0 and self.residual <= self.tol_sq):
             image, iterate = be.host_view(new[:n, 0]), be.host_view(old[:n, 0])
             mixed = mixer.mix(iterate, image)
             new[:n, 0] = mixed if be.is_host() and self.backend.name == "numpy" else be.asarray(mixed)
@@ -282,34 +291,110 @@ class BlockSweep:
             be.copy(new[rebuilt:still], old[rebuilt:still])
         self.current = 1 - self.current
 
-    def _seed_start(self, first: int):
-        """On rank 0, start the prefix sums from G_w^{-1} Y_w: its base never changes
-        within a window, so its prefix sums carry it and the rebuild is one multiply."""
-        if self.comm.rank == 0 and first == 0 and self.owned:
-            self._start_in_frame(out=self._base)
-            self.backend.add(self._cum[0], self._base, out=self._cum[0])
+    def _sweep_rows(self, scores, measure: bool, target: int):
+        """The sweep's arithmetic: increments and their local prefix sums, the Exscan,
+        the rebuild of the states into state buffer ``target`` and (``measure``) their
+        squared moves.
 
-    def _prefix(self, first: int):
-        """Local inclusive prefix sums of the live rows, then the Exscan of the local
-        totals. Rank 0's prefix sums start from its start state (the integrating
-        factor's frame), so every rank's base is G_w^{-1} Y_w + the sum of g left of
-        its slices, and rank 0's base is the start itself."""
+        Row by row and, on the host, in blocks of samples (``_chunks``): each row's
+        increments, prefix sum, state and move are formed while the row is in cache, so
+        a sweep streams each large array through memory once (scores and fixed rows
+        read, prefix sums written, states read and written) instead of once per
+        operation. One rank rebuilds each row right after its prefix sum (its base, the
+        start, is known); with several ranks the rebuild waits for the Exscan.
+        ``scores`` None: g is the fixed part alone.
+        """
         be, n = self.backend, self.owned
+        first, rebuilt = self._live_rows()
+        alone = self.comm.size == 1
         if first < n:
-            be.cumsum_rows(self._cum[first:n])
-        base = self._base
-        if self.comm.rank == 0:
-            send = self._cum[n - 1]
-        else:
-            send = self._cum[n - 1] if n else self._zero
+            if self.comm.rank == 0 and first == 0:
+                # the prefix sums start from G_w^{-1} Y_w: within a window it never
+                # changes, so the prefix sums carry it and rank 0's rebuild is a multiply
+                self._start_in_frame(out=self._base)
+            for chunk in self._chunks:
+                self._accumulate(scores, first, _Block(self, chunk, target),
+                                 rebuild=alone, measure=measure)
+            if not be.all_finite(self._cum[n - 1]):
+                self._raise_non_finite(scores, first)
         if self.comm.size > 1:
             # rank 0 takes part too; its base, the start, stays as it is
-            self.comm.exscan_sum_into(send, base if self.comm.rank else self._received)
+            send = self._cum[n - 1] if n else self._zero
+            self.comm.exscan_sum_into(send, self._base if self.comm.rank else self._received)
+        if not alone:
+            for chunk in self._chunks:
+                block = _Block(self, chunk, target)
+                for m in range(rebuilt, n + 1):
+                    self._rebuild_row(m, block, measure)
+
+    def _accumulate(self, scores, first: int, v, rebuild: bool, measure: bool):
+        """Rows first .. owned - 1 of g and its prefix sum, for the samples of block
+        ``v``; ``rebuild`` (one rank alone): rows first + 1 .. owned rebuilt too, each
+        once its own increment (which may read its old state) is formed."""
+        be, C, n = self.backend, self.components, self.owned
+        cum, at = v.cum, self.offset + self.lo
+        fixed = None if self._fixed_rows is None else self._fixed_rows[:, :, v.chunk]
+        scores = None if scores is None else scores[:, v.chunk]
+        for i in range(first, n):
+            row = cum[i]
+            if scores is None:
+                be.copy(fixed[i], row)
+            else:
+                weight = self._weight[at + i]
+                for a in range(C):
+                    be.scale_into(scores[i - first], weight[a], out=row[a])
+                if fixed is not None:
+                    be.add(row, fixed[i], out=row)
+                if self._linear is not None:
+                    lagged = v.work[:C]
+                    be.scale_into(v.old[i], self._linear[at + i], out=lagged)
+                    be.add(row, lagged, out=row)
+            if i > 0:                   # continue the running sum
+                be.add(row, cum[i - 1], out=row)
+            elif self.comm.rank == 0:   # from the start, in the integrating factor's frame
+                be.add(row, v.base, out=row)
+            if rebuild and i > first:
+                self._rebuild_row(i, v, measure)
+        if rebuild:
+            self._rebuild_row(n, v, measure)
+
+    def _rebuild_row(self, m: int, v, measure: bool):
+        """Y_m = G_m (base + prefix_{m-1}) for this rank's row m and the samples of
+        block ``v``, into its target state buffer; ``measure``: its squared move from
+        the current state, summed over d, into the residual rows."""
+        be, C = self.backend, self.components
+        out = v.target[m]
+        # measured in place: formed aside, compared with the old state, then stored
+        new = v.fresh if measure and v.in_place else out
+        if m == 0:
+            u = v.base
+        elif self.comm.rank == 0:       # the start is in the prefix sums already
+            u = v.cum[m - 1]
+        else:
+            u = v.work[:C]
+            be.add(v.cum[m - 1], v.base, out=u)
+        g = self._growth[self.offset + self.lo + m]
+        if C == 1:
+            be.multiply(u[0], g[0][0], out=new[0])
+        else:
+            # (C, C) times (C, S, d): accumulated in float64, then stored
+            total, term = v.work[C], v.work[C + 1]
+            for a in range(C):
+                be.multiply(u[0], g[a][0], out=total)
+                for b in range(1, C):
+                    be.multiply(u[b], g[a][b], out=term)
+                    be.add(total, term, out=total)
+                be.copy(total, new[a])
+        if measure:
+            be.subtract(new[0], v.old[m, 0], out=v.diff)
+            be.sum_squares_into(v.diff, out=v.moved[m])
+            if new is not out:
+                be.copy(new, out)
 
     def _start_in_frame(self, out):
         """G_w^{-1} Y_w (float64) into out, from rank 0's first state."""
         y = self._states[self.current][0]
-        inverse = np.linalg.inv(self._growth_host[self.offset])
+        inverse = np.linalg.inv(np.array(self._growth[self.offset]))
         if self.components == 1:
             self.backend.multiply(y, float(inverse[0, 0]), out=out)
             return
@@ -318,47 +403,14 @@ class BlockSweep:
             for b in range(1, self.components):
                 out[a] += float(inverse[a, b]) * y[b]
 
-    def _rebuild(self, rebuilt: int):
-        """Y_m = G_m (base + prefix) for this rank's rows rebuilt .. owned, into the
-        other state buffer."""
-        be, n = self.backend, self.owned
-        new = self._states[1 - self.current]
-        if rebuilt == 0:
-            self._grow(self._base[None], 0, new[0:1])
-        first_row = max(rebuilt, 1)
-        if first_row > n:
-            return
-        prefix = self._cum[first_row - 1:n]
-        if self.comm.rank == 0:                 # the start is in the prefix sums already
-            self._grow(prefix, first_row, new[first_row:n + 1])
-            return
-        u = self._work_rows(n + 1 - first_row) if self.components > 1 else new[first_row:n + 1]
-        be.add(prefix, self._base, out=u)
-        self._grow(u, first_row, new[first_row:n + 1])
-
-    def _grow(self, u, first_row: int, out):
-        """out = G_m u for the rows starting at this rank's row first_row."""
-        be = self.backend
-        lo = self.offset + self.lo + first_row
-        g = self._growth[lo:lo + u.shape[0]]
-        if self.components == 1:
-            be.multiply(u, g, out=out)
-            return
-        for a in range(self.components):
-            be.multiply(u[:, 0], g[:, a, 0], out=out[:, a])
-            for b in range(1, self.components):
-                out[:, a] += g[:, a, b] * u[:, b]
-
-    def _verdict(self, old, new, first_row: int):
+    def _verdict(self, first_row: int):
         """r_m for this rank's rebuilt positions, then one reduction over the verdict
         communicator: (largest r_m, first failing position)."""
         be, n = self.backend, self.owned
         local_max, local_fail = 0.0, self.size + 1
         positions, r = np.empty(0, dtype=np.int64), np.empty(0)
         if first_row <= n:
-            diff = self._diff[:n + 1 - first_row]
-            be.subtract(new[first_row:n + 1, 0], old[first_row:n + 1, 0], out=diff)
-            per_row = be.to_host(be.max_last(be.sum_squares(diff)))        # (rows,)
+            per_row = be.to_host(be.max_last(self._moved[first_row:n + 1]))   # (rows,)
             slices = slice(self.offset + self.lo + first_row - 1, self.offset + self.hi)
             r = per_row / self._scale[slices]
             positions = np.arange(self.lo + first_row, self.hi + 1)
@@ -400,6 +452,11 @@ class BlockSweep:
         and one for the fixed increments. ``new_fixed(lo, hi)`` gives the fixed rows of
         the new window's slices [lo, hi) that were not in the old window. The new
         window starts unfrozen.
+
+        The new slices all land on the last ranks, but every rank draws an equal share
+        of their fixed rows (the SDE noise, counter-based, so any rank can draw any
+        slice's) and a third Alltoallv delivers them: drawn where they are needed, the
+        noise would leave the other ranks waiting at the next verdict.
         """
         old_ranges, old_size = self.ranges, self.size
         old_states, old_fixed = self._states[self.current], self._fixed_rows
@@ -420,12 +477,42 @@ class BlockSweep:
                         for lo, hi in self.ranges]
         received = self.comm.move_rows(old_fixed, spare,
                                        _row_plan(old_ranges, wanted_fixed, self.comm.rank))
-        if received < self.owned:
-            spare[received:self.owned] = self._as_rows(new_fixed(self.lo + received, self.hi))
+        # old-window positions old_size .. advance + size are new: drawn in equal shares
+        fresh = advance + size - old_size
+        if fresh > 0:
+            shares = [balanced_range(fresh, self.comm.size, r) for r in range(self.comm.size)]
+            a, b = shares[self.comm.rank]
+            drawn = self._as_rows(new_fixed(old_size - advance + a, old_size - advance + b))
+            held = [(old_size + a, old_size + b) for a, b in shares]
+            wanted = [(max(lo + advance, old_size), max(hi + advance, old_size))
+                      for lo, hi in self.ranges]
+            self.comm.move_rows(drawn, spare[received:], _row_plan(held, wanted, self.comm.rank))
         self._fixed_rows = spare
         self.current = 1 - self.current
         self._states[1 - self.current][0] = new_states[0]
+        self._other_stale = True
         self._reset_window()
+
+
+class _Block:
+    """Views of a sweep's arrays for one block of samples ``chunk`` (axis 2 of the
+    (rows, C, S, ...) arrays), made once per block rather than per row."""
+
+    __slots__ = ("chunk", "cum", "old", "target", "in_place", "base", "work", "diff",
+                 "fresh", "moved")
+
+    def __init__(self, engine, chunk, target: int):
+        width = chunk.stop - chunk.start
+        self.chunk = chunk
+        self.cum = engine._cum[:, :, chunk]
+        self.old = engine._states[engine.current][:, :, chunk]
+        self.target = engine._states[target][:, :, chunk]
+        self.in_place = target == engine.current
+        self.base = engine._base[:, chunk]
+        self.work = engine._work[:, :width]          # float64: (C + 2, width, ...)
+        self.diff = engine._diff[:width]
+        self.fresh = engine._fresh[:, :width]
+        self.moved = engine._moved[:, chunk]
 
 
 def _row_plan(held, wanted, rank: int) -> tuple:

@@ -89,11 +89,11 @@ class ParadigmsSampler(Sampler):
         """The sweep engine's arrays for this rank's part of the window (engine.py,
         not replicated): two trajectories of owned + 1 states and the scores (state
         dtype); the prefix sums, two buffers of fixed noise rows (one being filled as
-        the window slides), the noise as drawn and, for the additive form, work rows
-        (float64)."""
+        the window slides) and the noise as drawn (float64); a few single states and
+        the sweep's work blocks."""
         lo, hi = cls.owned_slices(config, time_ranks, time_rank)
         rows, row = hi - lo + 1, samples * config.dim
-        arrays = 4 * rows + (rows if config.paradigms_form == "additive" else 0) + 4
+        arrays = 4 * rows + 4
         return arrays * row * F64 + 3 * rows * row * np.dtype(config.dtype).itemsize
 
     def __init__(self, context, window: int, tol: float, form: str = "exponential", **options):

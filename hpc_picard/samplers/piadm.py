@@ -175,9 +175,10 @@ class PicardSampler(Sampler):
         decay = np.exp(-block.tau[1:])                            # e^{-tau_{j+1}}
         fixed = None
         if self.path == "sde":
-            # The noise part of g is the same in every sweep: formed once per block.
-            fixed = self.increments(block, range(lo, hi))
-            fixed *= (decay * b)[lo:hi, None, None]
+            # The noise part of g is the same in every sweep: formed once per block,
+            # drawn into the engine's own rows.
+            def fixed(out):
+                self.increments(block, range(lo, hi), out=out, scale=(decay * b)[lo:hi])
         times = block.score_times
         engine.start(y0, growth=np.exp(block.tau), weight=decay * c,
                      scale=step_noise_scale(block.steps) * y0.shape[1], fixed=fixed,
