@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="grf")
     parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--rows", default="1,2,4,8,16,32,64,128,256",
+    parser.add_argument("--rows", default="1,2,4,8,16,32,64,128,256,512,1024",
                         help="batch sizes (rows per score call) to time")
     parser.add_argument("--out", required=True, help="JSON file to write (rank 0)")
     args = parser.parse_args(argv)

@@ -6,17 +6,26 @@
 - t_eval is the measured batch-cost curve of the model on the rank's device: seconds
   of one score call against its rows (:func:`measure_eval`), interpolated piecewise
   linearly; ``--emulate-latency T0[,T1]`` turns it into max(T0 + T1 rows, t_eval).
-- t_arith is the measured cost of a sweep's (or a sequential step's) own arithmetic,
-  fixed plus per number.
+- t_arith is the measured cost of a round's own work beyond its score calls, noise and
+  collectives (arithmetic, bookkeeping, Python), fixed plus per number, per round kind
+  (sequential step, blockwise sweep, ParaDiGMS window, wavefront round), timed through
+  the samplers' own code on one rank (:func:`measure_rounds`).
+- rows per round: a blockwise sweep scores the slices behind its block's frozen prefix
+  (the critical rank's share), a window or wavefront round its window's slices over the
+  time ranks; a classifier-free-guided sample is two model rows.
 - t_comm of each collective (Exscan, Allreduce, Bcast, Allgather) is a latency plus
   bandwidth fit alpha_P + beta_P x bytes at each measured communicator size P,
   interpolated in log2 P, and extended beyond the largest measured P by the
   log2 P law of tree collectives.
-- When a node holds more ranks than cores (a study on a small machine), the real work
-  of the ranks shares the cores: it is stretched by ranks per node / cores.
+- When a node holds more ranks than cores (a study on a small machine), each rank's own
+  work (real score, t_arith, noise) shares the cores: it is stretched by ranks per node /
+  cores (the profile records the cores it was measured with; a prediction for one rank
+  per core or device has no stretch), and after an emulated device wait a round's
+  collectives cost the measured "sync" round at that P (they wait for the last rank).
 
 The rounds are an input: K per block as planned (an upper bound when tol > 0 stops
-blocks early) or the sweeps a run measured (they do not depend on the rank count).
+blocks early) or the sweeps a run measured, and likewise its evaluations (neither
+depends on the rank count).
 The profile (a JSON file, ``--perf-profile``) holds every measured number;
 ``drivers/profile_costs.py`` writes it. Nothing here is a constant of some machine.
 """
@@ -133,6 +142,11 @@ class CostProfile:
     reference_kernel: float = 0.0   # reference_kernel_seconds() when this was measured
     eval_per_time: float = 0.0      # extra seconds per distinct time in a score call
     comm: dict = field(default_factory=dict)   # collective name -> CollectiveCost
+    #: round kind ("step", "sweep", "window", "wavefront") -> LinearCost: seconds of a
+    #: round beyond its score calls, noise and collectives, against the numbers it
+    #: scores, measured through the samplers' own code (measure_rounds); the
+    #: synthetic kernels above stand in where a kind is missing
+    round_overhead: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -145,6 +159,7 @@ class CostProfile:
             data[name] = LinearCost(**data[name])
         data["noise"] = NoiseCost(**data["noise"])
         data["comm"] = {k: CollectiveCost(**v) for k, v in data.get("comm", {}).items()}
+        data["round_overhead"] = {k: LinearCost(**v) for k, v in data.get("round_overhead", {}).items()}
         return cls(**data)
 
     @classmethod
@@ -152,28 +167,16 @@ class CostProfile:
         with open(path) as fh:
             return cls.from_dict(json.load(fh))
 
-    def calibrated(self, slowdown: float = 1.0, sleep_overshoot: float | None = None,
-                   sync: dict | None = None) -> "CostProfile":
-        """This profile under the machine's state at another moment (a shared node's
-        load changes): the per-rank costs stretched by ``slowdown``, the sleep overshoot
-        and the emulated-round "sync" costs ({ranks: seconds}) replaced if given."""
-        import dataclasses
-        comm = dict(self.comm)
-        if sync:
-            sizes = sorted(sync)
-            comm["sync"] = CollectiveCost(sizes, [sync[p] for p in sizes], [0.0] * len(sizes))
-        scale = lambda c: LinearCost(c.fixed * slowdown, c.per_unit * slowdown)  # noqa: E731
-        return dataclasses.replace(
-            self, eval=Curve(self.eval.rows, [x * slowdown for x in self.eval.seconds]),
-            eval_per_time=self.eval_per_time * slowdown, sweep_arith=scale(self.sweep_arith),
-            step_arith=scale(self.step_arith),
-            noise=NoiseCost(self.noise.per_slice * slowdown, self.noise.per_number * slowdown),
-            sleep_overshoot=self.sleep_overshoot if sleep_overshoot is None else sleep_overshoot,
-            comm=comm)
-
     def collective(self, name: str, ranks: int, nbytes: float) -> float:
         cost = self.comm.get(name)
         return cost(ranks, nbytes) if cost is not None else 0.0
+
+    def overhead(self, kind: str, numbers: float) -> float:
+        """Seconds of one round of ``kind`` beyond score, noise and collectives."""
+        cost = self.round_overhead.get(kind)
+        if cost is None:
+            cost = self.step_arith if kind == "step" else self.sweep_arith
+        return cost(numbers)
 
 
 @dataclass
@@ -192,26 +195,79 @@ class Prediction:
 
 
 # -- the model -------------------------------------------------------------------------
+def round_kind(config) -> str:
+    """Which round a run repeats: "step" (sequential), "sweep" (blockwise Picard),
+    "window" (ParaDiGMS' sliding window) or "wavefront" (piadm --schedule wavefront)."""
+    cls = config.sampler_class
+    if not cls.time_parallel:
+        return "step"
+    if cls.whole_trajectory:
+        return "window"
+    return "wavefront" if getattr(config, "schedule", "blockwise") == "wavefront" else "sweep"
+
+
+def network_rows_per_state(config) -> int:
+    """Model rows per score evaluation: a classifier-free-guided pair is two."""
+    return 2 if getattr(config, "guidance_scale", 0.0) > 0 else 1
+
+
+def frozen_prefix_rows(slices: int, sweeps: list, time_ranks: int,
+                       evaluations: float | None = None) -> list:
+    """Per block, per sweep: the most slices one time rank scores (the critical path).
+
+    A sweep scores only the slices after the block's frozen prefix (engine.py). The
+    prefix is taken to grow linearly, f_i = floor(phi M i / K_b) in sweep i of a block
+    of K_b sweeps (i from 0), with phi fitted so that the slices scored add up to the
+    measured ``evaluations`` (per sample); without them phi = 0, and only the i slices
+    that i sweeps make exact are frozen (the bound). The rank owning the last slices
+    keeps its whole range longest.
+    """
+    ranges = [balanced_range(slices, time_ranks, r) for r in range(time_ranks)]
+
+    def frozen(phi: float, k: int) -> list:
+        # at least i slices are exact after i sweeps (Picard's lower-triangular map)
+        return [min(slices - 1, max(i, int(phi * slices * i / k))) for i in range(k)]
+
+    def scored(phi: float) -> int:
+        return sum(slices - f for k in sweeps if k for f in frozen(phi, k))
+
+    phi = 0.0
+    if evaluations is not None and scored(0.0) > evaluations:
+        lo, hi = 0.0, float(max(sweeps, default=1))
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if scored(mid) > evaluations else (lo, mid)
+        phi = hi
+    return [[max(max(0, b - max(a, f)) for a, b in ranges) for f in frozen(phi, k)]
+            for k in sweeps]
+
+
 def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None = None,
-            sweeps=None, ranks_per_node: int | None = None) -> Prediction:
+            sweeps=None, ranks_per_node: int | None = None,
+            evaluations: float | None = None) -> Prediction:
     """Predicted wall time of ``config`` on ``n_ranks`` ranks.
 
     time_ranks: ranks per sample group (default: the config's own split);
     sweeps: rounds actually run, per block (a list) or in total (an int); default
-            K per block, the plan's bound;
+            K per block, the plan's bound (the wavefront: window_bounds' rounds);
     ranks_per_node: ranks sharing one node's ``profile.cores`` cores (default: at most
-            one per core, i.e. no contention).
+            one per core, i.e. no contention). More ranks than cores stretch every
+            rank's own work (real score, round overhead, noise) by ranks / cores: the
+            ranks take turns on the cores, and each collective waits for the last;
+    evaluations: score evaluations per sample a run made (they do not depend on the
+            rank count either): the rows a round scores shrink as slices freeze.
     """
     from .emulation import EmulatedLatency
     grid = TimeGrid.build(config.T, config.delta, config.blocks, config.steps_per_block)
-    sequential = not config.sampler_class.time_parallel
-    if sequential:
+    kind = round_kind(config)
+    if kind == "step":
         time_ranks = 1
     elif time_ranks is None:
         time_ranks = config.resolved_time_ranks(n_ranks)
     groups = n_ranks // time_ranks
     samples = balanced_range(config.num_samples, groups, 0)[1]      # the largest group
     dim = config.dim
+    pair = network_rows_per_state(config)
     per_node = min(n_ranks, profile.cores) if ranks_per_node is None else ranks_per_node
     stretch = max(1.0, per_node / profile.cores)
     latency = EmulatedLatency.parse(config.emulate_latency)
@@ -220,57 +276,90 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
     # after an emulated device wait a sweep's collectives also pay for the ranks'
     # scattered wake-ups (measure_collectives, "sync"); a lone sleep pays its overshoot
     emulated_round = latency is not None and "sync" in profile.comm and n_ranks > 1
-    wake = profile.sleep_overshoot if latency is not None and (sequential or not emulated_round) else 0.0
+    wake = profile.sleep_overshoot if latency is not None and (kind == "step" or not emulated_round) else 0.0
 
-    def sweep_comm(time_ranks_: int) -> float:
-        """The collectives of one sweep: Exscan in the group, the verdict over all ranks
+    def round_comm(time_ranks_: int) -> float:
+        """The collectives of one round: Exscan in the group, the verdict over all ranks
         (or, after an emulated device wait, the measured emulated round)."""
         if emulated_round:
-            # "sync" was measured with an Exscan over all ranks: swap in the group's
+            # the emulated round measured with the group's Exscan ("sync/g"; "sync" has
+            # one group of all ranks), its state's bytes beyond the measured ones added
+            grouped = "sync" if time_ranks_ == n_ranks else f"sync/{time_ranks_}"
+            more_bytes = max(profile.collective("exscan", time_ranks_, state_bytes)
+                             - profile.collective("exscan", time_ranks_, SYNC_STATE_BYTES), 0.0)
+            if grouped in profile.comm:
+                return profile.collective(grouped, n_ranks, F64) + more_bytes
+            # else swap the all-rank Exscan of "sync" for the group's
             waking = profile.collective("sync", n_ranks, F64) - \
                 profile.collective("exscan", n_ranks, SYNC_STATE_BYTES)
             return max(waking, 0.0) + profile.collective("exscan", time_ranks_, state_bytes)
         return (profile.collective("exscan", time_ranks_, state_bytes)
                 + profile.collective("allreduce", n_ranks, F64))
 
-    def evaluate(rows: int, times: int = 1) -> float:
+    def evaluate(states: int, times: int = 1) -> float:
+        """One score call of ``states`` rows (x2 when guided) at ``times`` distinct times."""
+        rows = states * pair
         real = stretch * (profile.eval(rows) + profile.eval_per_time * max(times - 1, 0))
         return max(real, latency.seconds(rows)) + wake if latency is not None and rows else real
 
+    def round_cost(owned: int) -> tuple:
+        """(score, overhead) of a round in which the critical rank scores ``owned`` slices."""
+        rows = owned * samples
+        return evaluate(rows, owned), stretch * profile.overhead(kind, rows * dim)
+
+    def total_rounds(bound: int) -> int:
+        if isinstance(sweeps, (list, tuple, np.ndarray)):
+            return int(sum(sweeps))
+        return int(sweeps) if sweeps is not None else bound
+
     score = comm = noise = other = 0.0
-    if sequential:
-        per_block = [config.steps_per_block] * grid.num_blocks
-        rounds = sum(per_block)
-        score = rounds * evaluate(samples)
-        other = rounds * stretch * profile.step_arith(samples * dim)
+    if kind == "step":
+        rounds = config.steps_per_block * grid.num_blocks
+        score, other = (rounds * x for x in round_cost(1))
         noise = stretch * profile.noise(grid.total_slices, samples, dim)
-    elif config.sampler_class.whole_trajectory:
-        rounds = int(sum(sweeps)) if isinstance(sweeps, (list, tuple, np.ndarray)) else \
-            int(sweeps) if sweeps is not None else \
-            -(-grid.total_slices // config.window) * config.picard_iters
-        window = min(config.window, grid.total_slices)
-        rows = balanced_range(window, time_ranks, 0)[1] * samples
-        score = rounds * evaluate(rows, rows // samples)
-        other = rounds * stretch * profile.sweep_arith(rows * dim)
-        comm = rounds * (sweep_comm(time_ranks)
-                         + profile.collective("allgather", time_ranks, window * state_bytes))
+    elif kind in ("window", "wavefront"):
+        if kind == "window":
+            width = min(config.window, grid.total_slices)
+            bound = -(-grid.total_slices // config.window) * config.picard_iters
+            # the window's Exscan, the verdict, and the window's states shipped on
+            extra = profile.collective("allgather", time_ranks, width * state_bytes)
+        else:
+            from .samplers.wavefront import window_bounds
+            bound, _, states_in_window = window_bounds(config, grid)
+            width = states_in_window - 1
+            # the front's verdict is a min and a max over all ranks; the rebalance ships
+            # the states and increments of about the slices the front advanced (an
+            # Alltoallv, costed as the all-gather fit of that many bytes)
+            advance = grid.total_slices / max(total_rounds(bound), 1)
+            extra = (profile.collective("allreduce", n_ranks, F64)
+                     + profile.collective("allgather", time_ranks, 2 * advance * state_bytes))
+        rounds = total_rounds(bound)
+        if evaluations is not None and rounds:
+            width = max(1, min(width, round(evaluations / rounds)))
+        owned = balanced_range(width, time_ranks, 0)[1]
+        score, other = (rounds * x for x in round_cost(owned))
+        comm = rounds * (round_comm(time_ranks) + extra)
         noise = stretch * profile.noise(grid.total_slices, samples, dim)
     else:
         if sweeps is None:
-            per_block = [config.picard_iters] * grid.num_blocks
+            # a block is exact after as many sweeps as it has slices
+            per_block = [min(config.picard_iters, grid.blocks[0].num_slices)] * grid.num_blocks
         elif isinstance(sweeps, (list, tuple, np.ndarray)):
             per_block = [int(k) for k in sweeps]
         else:
             per_block = _spread(int(sweeps), grid.num_blocks)
         rounds = sum(per_block)
-        for block, k in zip(grid.blocks, per_block):
-            owned = balanced_range(block.num_slices, time_ranks, 0)[1]
-            rows = owned * samples
-            score += k * evaluate(rows, owned)
-            other += k * stretch * profile.sweep_arith(rows * dim)
-            comm += k * sweep_comm(time_ranks)
+        # blocks of equal slices (TimeGrid): one frozen-prefix profile for all
+        slices = grid.blocks[0].num_slices
+        for block, owned_per_sweep in zip(grid.blocks, frozen_prefix_rows(
+                slices, per_block, time_ranks, evaluations)):
+            for owned in owned_per_sweep:
+                s, o = round_cost(owned)
+                score, other = score + s, other + o
+            comm += len(owned_per_sweep) * round_comm(time_ranks)
             comm += profile.collective("bcast", time_ranks, state_bytes)
-            noise += stretch * profile.noise(owned, samples, dim)
+            noise += stretch * profile.noise(balanced_range(block.num_slices, time_ranks, 0)[1],
+                                             samples, dim)
     # setup: the model, the rank placement and process-grid splits; the end: gathering
     # the samples on rank 0 and writing them
     comm += 4 * profile.collective("allreduce", n_ranks, F64)
@@ -296,7 +385,7 @@ def time_rank_choices(config, n_ranks: int) -> list:
 
 
 def choose_time_ranks(config, n_ranks: int, profile: CostProfile, sweeps=None,
-                      ranks_per_node: int | None = None) -> int:
+                      ranks_per_node: int | None = None, evaluations: float | None = None) -> int:
     """The time x sample split with the smallest predicted wall time (``--time-ranks
     auto``); ties go to fewer time ranks (fewer collectives on the critical path)."""
     choices = time_rank_choices(config, n_ranks)
@@ -304,7 +393,8 @@ def choose_time_ranks(config, n_ranks: int, profile: CostProfile, sweeps=None,
         from .config import ConfigError
         raise ConfigError(f"no time x sample split of {n_ranks} ranks fits "
                           f"{config.num_samples} samples and {config.steps_per_block} slices")
-    walls = [(predict(config, n_ranks, profile, t, sweeps, ranks_per_node).wall, t) for t in choices]
+    walls = [(predict(config, n_ranks, profile, t, sweeps, ranks_per_node, evaluations).wall, t)
+             for t in choices]
     return min(walls)[1]
 
 
@@ -411,22 +501,6 @@ def reference_kernel_seconds(repeats: int = 5) -> float:
     return _best_of(lambda: [x @ x for _ in range(8)], repeats)
 
 
-def measure_emulated_round(comm, repeats: int = 10) -> float:
-    """Seconds an emulated round costs beyond its device wait on the mpi4py
-    communicator ``comm``: sleep, Exscan, Allreduce, as measure_collectives' "sync"."""
-    from mpi4py import MPI
-    state, out = np.ones(SYNC_STATE_BYTES // F64), np.empty(SYNC_STATE_BYTES // F64)
-    flag, flag_out = np.zeros(1), np.zeros(1)
-    comm.Barrier()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        time.sleep(SYNC_SLEEP)
-        comm.Exscan(state, out, MPI.SUM)
-        comm.Allreduce(flag, flag_out, MPI.MAX)
-    elapsed = (time.perf_counter() - start) / repeats - SYNC_SLEEP
-    return max(comm.allreduce(elapsed, op=MPI.MAX), 0.0)
-
-
 def measure_sleep_overshoot(seconds: float = SYNC_SLEEP, repeats: int = 25) -> float:
     """Mean time by which time.sleep(seconds) overruns: an emulated device call's
     wake-up delay on this (possibly loaded) node. The mean, not the median: the rare
@@ -456,6 +530,42 @@ def measure_io(directory: str, sizes=(1 << 12, 1 << 20), repeats: int = 3) -> Li
     return LinearCost.fit(units, seconds)
 
 
+#: the runs measure_rounds times per round kind: (sampler, extra config) on one rank
+ROUND_RUNS = {"step": ("sequential-sde", {}), "sweep": ("piadm-sde", {}),
+              "window": ("paradigms", {}), "wavefront": ("piadm-sde", {"schedule": "wavefront"})}
+
+
+def measure_rounds(config, sizes=((1, 16), (4, 64)), repeats: int = 2) -> dict:
+    """Round kind -> LinearCost: the seconds of a round beyond its score calls, noise
+    and collectives (the sampler's own arithmetic, bookkeeping and Python), against
+    the numbers it scores (rows x d), from whole runs on one rank through
+    runner.run. ``sizes``: (samples, slices per block) of the timed runs; each is the
+    median of ``repeats`` runs after a warm-up run."""
+    from .parallel import Communicator
+    from .runner import run
+    # a grid on which every sampler converges within its sweeps (the study's)
+    base = dict(model=config.model, dim=config.dim, T=10.0, delta=1e-3, blocks=4, tol=0.05,
+                picard_iters=60, seed=0, window=64)
+    out = {}
+    for kind, (sampler, extra) in ROUND_RUNS.items():
+        units, seconds = [], []
+        for samples, slices in sizes:
+            from .config import RunConfig
+            cfg = RunConfig.from_dict(dict(base, sampler=sampler, num_samples=samples,
+                                           steps_per_block=slices, **extra)).validate(1)
+            per_round = []
+            for _ in range(repeats + 1):
+                stats = run(cfg, Communicator.self_comm(), placement_log=lambda line: None).stats
+                own = stats["wall_time"] - sum(stats[k] for k in (
+                    "score_time", "noise_time", "communication_time", "io_time", "setup_time"))
+                per_round.append(max(own, 0.0) / stats["rounds"])
+                rows = stats["evaluations"] * samples / stats["rounds"]
+            units.append(rows * cfg.dim)
+            seconds.append(float(np.median(per_round[1:])))
+        out[kind] = LinearCost.fit(units, seconds)
+    return out
+
+
 def measure_collectives(world, sizes, byte_counts, repeats: int = 20) -> dict:
     """Collective name -> (P, bytes, seconds) samples on sub-communicators of ``sizes``.
 
@@ -470,6 +580,7 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 20) -> dict:
             continue
         inside = world.rank < size
         sub = comm.Split(0 if inside else MPI.UNDEFINED, world.rank)
+        groups = {}
         if inside:
             for nbytes in byte_counts:
                 local = np.ones(max(1, nbytes // F64))
@@ -489,6 +600,15 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 20) -> dict:
                     ops["sync"] = lambda: (time.sleep(SYNC_SLEEP),
                                            sub.Exscan(state, np.empty_like(state), MPI.SUM),
                                            sub.Allreduce(local, out, MPI.MAX))
+                    # the same round split into sample groups of g time ranks: the Exscan
+                    # runs in each group at once, the verdict over all ("sync/g"); with
+                    # more ranks than cores a long scan chain waits for more wake-ups
+                    for g in (g for g in sync_groups(size) if g < size):
+                        group = groups.setdefault(g, sub.Split(sub.Get_rank() // g, sub.Get_rank()))
+                        ops[f"sync/{g}"] = lambda group=group: (
+                            time.sleep(SYNC_SLEEP),
+                            group.Exscan(state, np.empty_like(state), MPI.SUM),
+                            sub.Allreduce(local, out, MPI.MAX))
                 for name, op in ops.items():
                     sub.Barrier()
                     op()
@@ -499,12 +619,19 @@ def measure_collectives(world, sizes, byte_counts, repeats: int = 20) -> dict:
                     # the slowest rank's time is the collective's time
                     elapsed = sub.allreduce(elapsed, op=MPI.MAX)
                     bytes_moved = local.nbytes * (size if name == "allgather" else 1)
-                    if name == "sync":
+                    if name.startswith("sync"):
                         elapsed = max(elapsed - SYNC_SLEEP, 0.0)
-                    samples[name].append((size, bytes_moved, elapsed))
+                    samples.setdefault(name, []).append((size, bytes_moved, elapsed))
+            for group in groups.values():
+                group.Free()
             sub.Free()
         sleeping_barrier(comm)
     return samples
+
+
+def sync_groups(size: int) -> list:
+    """Group sizes at which an emulated round on ``size`` ranks is measured: powers of 2."""
+    return [1 << k for k in range(size.bit_length()) if (1 << k) <= size]
 
 
 def sleeping_barrier(comm, nap: float = 0.02):
@@ -526,15 +653,18 @@ def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
         model = build_model(config)
         setup = time.perf_counter() - start
         dim = int(model.dim)
-        rows_list = rows_list or [1, 2, 4, 8, 16, 32, 64, 128, 256]
+        # up to the widest call the study makes (a wavefront round of 4 x 64 slices x 4
+        # samples on one rank): the curve is then interpolated, not extrapolated
+        rows_list = rows_list or [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
         sweep, step = measure_arithmetic(dim, rows_list[::2])
         curve, per_time = measure_eval(model, rows_list)
         profile = CostProfile(
-            model=config.model, dim=dim, cores=os.cpu_count() or 1, eval_per_time=per_time,
+            model=config.model, dim=dim, cores=usable_cores(), eval_per_time=per_time,
             eval=curve, sweep_arith=sweep, step_arith=step,
             noise=measure_noise(dim), io=measure_io(directory), setup=setup,
             sleep_overshoot=measure_sleep_overshoot(),
-            reference_kernel=reference_kernel_seconds())
+            reference_kernel=reference_kernel_seconds(),
+            round_overhead=measure_rounds(config))
     # the other ranks nap long while rank 0 times things: short naps of many ranks would
     # take its core and inflate every per-rank cost
     sleeping_barrier(world.comm, nap=0.05)
@@ -547,6 +677,15 @@ def build_profile(config, world, sizes=None, byte_counts=(8, 1 << 12, 1 << 16),
     profile = world.comm.bcast(profile, root=0)
     profile.comm = {name: CollectiveCost.fit(s) for name, s in samples.items() if s}
     return profile
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, e.g. a batch job's share),
+    else the node's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def profile_for(config, n_ranks_hint: int = 1) -> CostProfile:
@@ -563,11 +702,12 @@ def profile_for(config, n_ranks_hint: int = 1) -> CostProfile:
     rows = [1, 4, 16, 64, 256]
     sweep, step = measure_arithmetic(dim, rows[::2], repeats=3)
     curve, per_time = measure_eval(model, rows, repeats=3)
-    fresh = CostProfile(model=config.model, dim=dim, cores=os.cpu_count() or 1,
+    fresh = CostProfile(model=config.model, dim=dim, cores=usable_cores(),
                         eval=curve, eval_per_time=per_time, sweep_arith=sweep,
                         step_arith=step, noise=measure_noise(dim, repeats=2),
                         io=profile.io if profile else LinearCost(0.0, 0.0), setup=setup,
                         comm=profile.comm if profile else {},
+                        round_overhead=profile.round_overhead if profile else {},
                         sleep_overshoot=profile.sleep_overshoot if profile else measure_sleep_overshoot())
     return fresh
 
@@ -583,8 +723,14 @@ def resolve_auto_time_ranks(config, n_ranks: int, comm=None):
     if config.time_ranks != TIME_RANKS_AUTO:
         return config
     choice = None
+    # ranks sharing this node's cores: more than cores stretch every rank's own work
+    per_node = None
+    if comm is not None:
+        local = comm.node_local()
+        per_node = local.size
+        local.free()
     if comm is None or comm.rank == 0:
-        choice = choose_time_ranks(config, n_ranks, profile_for(config))
+        choice = choose_time_ranks(config, n_ranks, profile_for(config), ranks_per_node=per_node)
     if comm is not None:
         choice = comm.bcast_obj(choice, root=0)
     return config.replace(time_ranks=choice).validate(n_ranks)

@@ -115,3 +115,124 @@ def test_auto_in_a_toml_file_and_bad_spellings(cli_tmp):
     assert result.exit_code == 2 and "neither an integer nor auto" in result.output
     result = CliRunner().invoke(main, ["--perf-profile", "missing.json", "--dim", "16"])
     assert result.exit_code == 2 and "missing.json does not exist" in result.output
+
+
+def test_oversubscribed_ranks_stretch_their_own_work_and_a_cluster_does_not():
+    """8 ranks on 2 cores: each rank's real score and round overhead take 4x as long;
+    the same profile on one rank per core (ranks_per_node unset) has no stretch."""
+    config = RunConfig(dim=16, num_samples=1, blocks=1, steps_per_block=8, picard_iters=8)
+    costs = profile(comm_alpha=0.0, cores=2, round_overhead={"sweep": LinearCost(1e-3, 0.0)})
+    sweeps = [3]            # one slice per rank: the last rank scores it every sweep
+    node = predict(config, 8, costs, 8, sweeps=sweeps, ranks_per_node=8)
+    assert node.score == pytest.approx(3 * 4 * 0.01)
+    assert node.other == pytest.approx(3 * 4 * 1e-3)
+    cluster = predict(config, 8, costs, 8, sweeps=sweeps)
+    assert cluster.score == pytest.approx(3 * 0.01) and cluster.other == pytest.approx(3e-3)
+    # the measured round overhead replaces the synthetic sweep kernel
+    assert costs.overhead("sweep", 1e6) == 1e-3
+    assert costs.overhead("step", 1e6) == 0.0
+
+
+def test_frozen_prefix_rows_bound_and_fit():
+    from hpc_picard.perfmodel import frozen_prefix_rows
+    # the bound: i sweeps freeze at least i slices; one rank scores the rest
+    assert frozen_prefix_rows(8, [4], 1) == [[8, 7, 6, 5]]
+    # two time ranks: the last one keeps its 4 slices until the prefix reaches them
+    assert frozen_prefix_rows(8, [4], 2) == [[4, 4, 4, 4]]
+    # fitted to the evaluations a run made (per sample): they add up
+    rows = frozen_prefix_rows(8, [4, 4], 1, evaluations=40)
+    assert sum(map(sum, rows)) == 40 and rows[0][0] == 8
+
+
+def test_measured_evaluations_shrink_a_blockwise_prediction():
+    config = RunConfig(dim=16, num_samples=1, blocks=1, steps_per_block=8, picard_iters=8)
+    steep = profile(eval_seconds=(0.0, 1.0), comm_alpha=0.0)        # 1/1023 s per row past 1
+    per_row = 1.0 / 1023
+    bound = predict(config, 1, steep, sweeps=[4])
+    fitted = predict(config, 1, steep, sweeps=[4], evaluations=20)
+    assert bound.score == pytest.approx(per_row * sum(r - 1 for r in (8, 7, 6, 5)))
+    assert fitted.score == pytest.approx(per_row * sum(r - 1 for r in (8, 6, 4, 2)))
+
+
+def test_wavefront_rounds_and_rows_per_round():
+    """--schedule wavefront: window_bounds' rounds (one slice a round at most) with the
+    window's slices over the time ranks; measured rounds and evaluations replace them."""
+    config = RunConfig(sampler="piadm-sde", schedule="wavefront", active_blocks=2, dim=16,
+                       num_samples=2, blocks=4, steps_per_block=8, picard_iters=8)
+    steep = profile(eval_seconds=(0.0, 1.0), comm_alpha=0.0)
+    per_row = 1.0 / 1023
+    bound = predict(config, 4, steep, 4)
+    assert bound.rounds == 32                                       # 4 x 8 slices
+    assert bound.score == pytest.approx(32 * per_row * (4 * 2 - 1))  # 16 slices / 4 ranks x 2
+    measured = predict(config, 4, steep, 4, sweeps=10, evaluations=80)
+    assert measured.rounds == 10
+    assert measured.score == pytest.approx(10 * per_row * (2 * 2 - 1))  # 8 slices a round
+    assert predict(config, 4, profile(), 4, sweeps=10).comm > \
+        predict(config.replace(schedule="blockwise"), 4, profile(), 4, sweeps=[3, 3, 2, 2]).comm
+
+
+def test_a_guided_run_scores_two_rows_per_state():
+    plain = RunConfig(sampler="sequential-sde", dim=16, num_samples=4, blocks=1, steps_per_block=10,
+                      emulate_latency="0.01,0.001")
+    guided = plain.replace(guidance_scale=2.0, labels="0")
+    free = profile(eval_seconds=(0.0, 0.0), comm_alpha=0.0)
+    assert predict(plain, 1, free).score == pytest.approx(10 * (0.01 + 0.001 * 4))
+    assert predict(guided, 1, free).score == pytest.approx(10 * (0.01 + 0.001 * 8))
+    steep = profile(eval_seconds=(0.0, 1.0), comm_alpha=0.0)
+    real = guided.replace(emulate_latency="")
+    assert predict(real, 1, steep).score == pytest.approx(10 * (8 - 1) / 1023)
+
+
+def load_scaling_study():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "drivers", "scaling_study.py")
+    spec = importlib.util.spec_from_file_location("scaling_study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_scaling_study_plan_and_auto_verdicts():
+    """The wavefront is a series of the strong study; every auto split is measured
+    AUTO_REPEATS times, one pass over all splits after another; the verdict compares
+    the median walls and counts the model's pick against them."""
+    study = load_scaling_study()
+    points = study.plan_points(8, 2)
+    wavefront = [pt for pt in points if pt[4].get("schedule") == "wavefront"]
+    assert sorted({pt[2] for pt in wavefront if pt[1] == "emulated"}) == [1, 2, 4, 8]
+    assert {pt[2] for pt in wavefront if pt[1] == "real"} == {1, 2}
+    auto = [pt for pt in points if pt[0].startswith("auto")]
+    per_repeat = len(auto) // study.AUTO_REPEATS
+    assert [pt[1] for pt in auto[::per_repeat]] == [f"repeat {r}" for r in range(study.AUTO_REPEATS)]
+    assert [pt[:1] + pt[2:4] for pt in auto[:per_repeat]] == [pt[:1] + pt[2:4] for pt in auto[per_repeat:2 * per_repeat]]
+    # a configuration's rows: the median decides the fastest split, not one lucky run
+    first = auto[0]
+    rows = []
+    for t, walls in ((2, (1.0, 1.0, 5.0)), (4, (0.9, 1.1, 1.2))):
+        for i, wall in enumerate(walls):
+            rows.append({"study": first[0], "series": f"repeat {i}", "ranks": first[2],
+                         "time_ranks": t, "samples": first[4]["num_samples"], "dim": 256,
+                         "blocks": 2, "steps_per_block": 32, "emulate_latency": first[4]["emulate_latency"],
+                         "sampler": "piadm-sde", "sweeps_per_block": [10, 10], "evals_per_sample": 400,
+                         "wall_s": wall})
+    verdict = study.auto_verdicts(rows, profile(eval_seconds=(0.0, 1.0), dim=256))[0]
+    assert verdict["fastest"] == 2 and verdict["walls"] == {2: 1.0, 4: 1.1}
+    assert verdict["pick"] in (2, 4) and verdict["loss"] == pytest.approx(0.0 if verdict["pick"] == 2 else 0.1)
+
+
+def test_an_emulated_round_costs_the_measured_round_of_its_group_size():
+    """After an emulated device wait a round costs the profile's "sync/g" measurement
+    for sample groups of g time ranks ("sync": one group of all ranks)."""
+    config = RunConfig(dim=16, num_samples=4, blocks=1, steps_per_block=8, picard_iters=8,
+                       emulate_latency="0.02")
+    comm = {name: CollectiveCost([2, 8], [0.0, 0.0], [0.0, 0.0])
+            for name in ("exscan", "allreduce", "bcast", "allgather")}
+    comm.update({"sync": CollectiveCost([8], [4e-3], [0.0]),
+                 "sync/4": CollectiveCost([8], [3e-3], [0.0]),
+                 "sync/2": CollectiveCost([8], [2e-3], [0.0])})
+    costs = profile(comm=comm, eval_seconds=(0.0, 0.0))
+    for time_ranks, seconds in ((8, 4e-3), (4, 3e-3), (2, 2e-3)):
+        pred = predict(config, 8, costs, time_ranks, sweeps=[5])
+        assert pred.comm == pytest.approx(5 * seconds), time_ranks
