@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 
 import click
 
@@ -17,6 +18,8 @@ from .plans import resolve_plan
 from .samplers import sampler_options
 
 _DEFAULTS = RunConfig()
+#: seconds a refusing singleton that does not print waits before it exits (refuse_singletons)
+SILENT_SINGLETON_DELAY = 2.0
 
 
 
@@ -254,6 +257,10 @@ def refuse_singletons(world_size: int):
     if message is not None:
         if prints:
             click.echo(f"picard-sample: error: {message}", err=True)
+        else:
+            # A launcher that kills the other tasks when one fails (srun
+            # --kill-on-bad-exit) must not kill the printing task before its line is out.
+            time.sleep(SILENT_SINGLETON_DELAY)
         sys.exit(2)
 
 
