@@ -8,7 +8,7 @@ from hpc_picard.models import build_model
 from hpc_picard.parallel import Communicator
 from hpc_picard.runner import initial_state, run
 from hpc_picard.samplers import PicardSampler, SamplerContext, SequentialSampler
-from hpc_picard.samplers.engine import _row_plan
+from hpc_picard.samplers.engine import row_plan
 
 torch = pytest.importorskip("torch")
 
@@ -89,13 +89,13 @@ def test_row_plan_moves_each_wanted_position_from_its_one_holder():
     held = [(0, 3), (3, 5), (5, 8)]             # rank 2 also holds the old end, position 7
     wanted = [(2, 5), (5, 7), (7, 8)]           # a slide by 2, the last rank wants the end
     for rank in range(3):
-        sends, receives = _row_plan(held, wanted, rank)
+        sends, receives = row_plan(held, wanted, rank)
         for peer in range(3):
             count = sends[peer][1]
-            assert count == _row_plan(held, wanted, peer)[1][rank][1]
+            assert count == row_plan(held, wanted, peer)[1][rank][1]
         assert sum(c for _, c in receives) == wanted[rank][1] - wanted[rank][0]
-    assert _row_plan(held, wanted, 0)[0] == [(2, 1), (0, 0), (0, 0)]
-    assert _row_plan(held, wanted, 1)[1] == [(0, 0), (0, 0), (0, 2)]
+    assert row_plan(held, wanted, 0)[0] == [(2, 1), (0, 0), (0, 0)]
+    assert row_plan(held, wanted, 1)[1] == [(0, 0), (0, 0), (0, 2)]
 
 
 @pytest.mark.mpi

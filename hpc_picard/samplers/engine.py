@@ -469,14 +469,14 @@ class BlockSweep:
         wanted_states = [(min(lo + advance, old_size), min(hi + advance, old_size) + 1)
                          for lo, hi in self.ranges]
         received = self.comm.move_rows(old_states, new_states,
-                                       _row_plan(held_states, wanted_states, self.comm.rank))
+                                       row_plan(held_states, wanted_states, self.comm.rank))
         fill = self.owned + 1 - received
         if fill > 0:        # past the old end: copies of the old end state
             new_states[received:self.owned + 1] = new_states[received - 1:received]
         wanted_fixed = [(min(lo + advance, old_size), min(hi + advance, old_size))
                         for lo, hi in self.ranges]
         received = self.comm.move_rows(old_fixed, spare,
-                                       _row_plan(old_ranges, wanted_fixed, self.comm.rank))
+                                       row_plan(old_ranges, wanted_fixed, self.comm.rank))
         # old-window positions old_size .. advance + size are new: drawn in equal shares
         fresh = advance + size - old_size
         if fresh > 0:
@@ -486,7 +486,7 @@ class BlockSweep:
             held = [(old_size + a, old_size + b) for a, b in shares]
             wanted = [(max(lo + advance, old_size), max(hi + advance, old_size))
                       for lo, hi in self.ranges]
-            self.comm.move_rows(drawn, spare[received:], _row_plan(held, wanted, self.comm.rank))
+            self.comm.move_rows(drawn, spare[received:], row_plan(held, wanted, self.comm.rank))
         self._fixed_rows = spare
         self.current = 1 - self.current
         self._states[1 - self.current][0] = new_states[0]
@@ -515,7 +515,7 @@ class _Block:
         self.moved = engine._moved[:, chunk]
 
 
-def _row_plan(held, wanted, rank: int) -> tuple:
+def row_plan(held, wanted, rank: int) -> tuple:
     """Who sends which rows to whom when positions move between ranks.
 
     held[r] = [a, b): the positions rank r holds as rows 0.., starting at a;

@@ -81,7 +81,7 @@ would let a plain Exscan SUM replace the affine op, but G must be invertible and
 ou part's alpha = 2 - e^{e} vanishes at a step of ln 2 (and G spans e^{+-T} over the
 trajectory), while the affine composition divides by nothing; the engine's window
 also has a single start and no entry, retirement or corrector stop. Shared with the
-engine: its row plan for the Alltoallv (engine._row_plan) and its rule that a slice
+engine: its row plan for the Alltoallv (engine.row_plan) and its rule that a slice
 is scored only while it can change. Accepted slices are never scored again; every
 other slice of the window is scored once a round, its input having been rebuilt in
 the last one. An input the rebuild left bitwise unchanged is not detected (that would
@@ -94,7 +94,7 @@ import numpy as np
 
 from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
-from .engine import _row_plan
+from .engine import row_plan
 
 SCHEDULES = ("blockwise", "wavefront")
 LINEAR_PARTS = {"ou": 1.0, "exp": 0.0}      # the default first
@@ -254,7 +254,7 @@ class Wavefront:
         wanted = [(min(a + advance, rows), min(b + advance, rows) + 1) for a, b in new]
         states = np.empty((hi + 1 - lo,) + image.shape[1:])
         got = comm.move_rows(image if rank == 0 else image[1:], states,
-                             _row_plan(held, wanted, rank))
+                             row_plan(held, wanted, rank))
         states[got:] = states[got - 1]          # the constant guess: the old end state
         out = WavefrontState(new_front, states, st.front_sweeps, st.rounds, st.evaluations,
                              st.residual, rows=new_rows)
@@ -263,13 +263,13 @@ class Wavefront:
             out.mixing = self.mixer.counters()
         if self.noisy:
             out.noise = np.empty((hi - lo,) + st.noise.shape[1:])
-            got = comm.move_rows(st.noise, out.noise, _row_plan(
+            got = comm.move_rows(st.noise, out.noise, row_plan(
                 old, [(min(a + advance, rows), min(b + advance, rows)) for a, b in new], rank))
             out.noise = out.noise[:got]
             self._draw(out)
         if self.mixer is not None:
             out.history = np.zeros((hi - lo,) + st.history.shape[1:])
-            comm.move_rows(st.history, out.history, _row_plan(
+            comm.move_rows(st.history, out.history, row_plan(
                 [(a + 1, b + 1) for a, b in old],
                 [(min(a + 1 + advance, rows + 1), min(b + advance, rows) + 1) for a, b in new],
                 rank))
