@@ -186,3 +186,37 @@ def make_backend(choice: str, model=None, device: str = "cpu") -> Backend:
         return TorchBackend(getattr(model, "torch_device", None) or device)
     import cupy
     return Backend(cupy)
+
+
+#: glibc's mallopt parameters and the values :func:`keep_freed_memory` sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 64 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Let freed blocks of up to 32 MiB stay in the process for the next allocation.
+
+    glibc serves an allocation above its mmap threshold (128 KiB at start) with fresh
+    pages and unmaps them on free; the threshold only rises after a larger block has
+    been freed. A model's per-call temporaries (the GRF's FFTs: a few MiB each) then
+    fault in new pages on every call unless something happened to free a big array
+    first. The engine allocates nothing per sweep, so nothing did: the ring window's
+    first version took 3.7 million page faults where the engine before it took 0.18
+    million, and scored 1.6x slower (docs/design.md). Fixing both thresholds (as
+    MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ would) keeps those blocks in the
+    heap. Process-wide, idempotent; returns False where the C library has no mallopt
+    (not glibc), which changes nothing.
+    """
+    import ctypes
+    import sys
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

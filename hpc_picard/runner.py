@@ -72,8 +72,9 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     else the one ``config.model`` names. Its d is the run's: ``config.dim`` 0 takes it,
     a different one raises ConfigError on every rank before any sampling.
     """
-    from . import devices
+    from . import arrays, devices
     start = time.perf_counter()
+    arrays.keep_freed_memory()      # a model's temporaries reuse memory, not fresh pages
     # Placement is collective (the node-local split), so every rank does it, and
     # before any model is built: the model is created on the rank's device.
     placement = agree(world, lambda: devices.place(config.device, world))

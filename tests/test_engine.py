@@ -116,3 +116,78 @@ def test_every_backend_and_rank_count_equals_one_numpy_rank():
                 if err > 1e-12 or result.stats["evaluations"] != serial.stats["evaluations"]:
                     problems.append(f"{sampler} {options} {backend}: {err:.3g}")
     assert world.bcast_obj(problems, root=0) == []
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(60)
+def test_cyclic_exscan_sums_in_window_order_from_every_first_rank():
+    """Communicator.cyclic_exscan_into: rank `first` gets the total, every other rank
+    the sum of the ranks before it in the order first, first + 1, ..., first - 1;
+    numpy and torch buffers. Integer-valued contributions: the sums are exact."""
+    from mpi4py import MPI
+    world = Communicator(MPI.COMM_WORLD)
+    P, rank = world.size, world.rank
+    contribution = lambda r: np.arange(6.0).reshape(2, 3) * (r + 1) + 10.0 ** r   # noqa: E731
+    problems = []
+    for kind in ("numpy", "torch"):
+        wrap = (lambda a: torch.from_numpy(a)) if kind == "torch" else (lambda a: a)   # noqa: E731
+        for first in range(P):
+            order = [(first + i) % P for i in range(P)]
+            before = order[:order.index(rank)] if rank != first else order
+            expected = sum((contribution(r) for r in before), np.zeros((2, 3)))
+            out = wrap(np.full((2, 3), np.nan))
+            world.cyclic_exscan_into(first, wrap(contribution(rank)), out)
+            got = out.numpy() if kind == "torch" else out
+            if not np.array_equal(got, expected):
+                problems.append(f"{kind}, first {first}, rank {rank}: {got} != {expected}")
+    assert world.allgather_obj(problems) == [[]] * P
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_paradigms_slices_never_change_ranks_and_each_noise_row_is_drawn_once(monkeypatch):
+    """ParaDiGMS' ring window: no slice's state or noise row moves between ranks (the
+    only rows moved are the window's end state, at most one per round); each rank
+    draws the noise of exactly the slices at its ring positions, once each, most of
+    them ahead of the round they enter; the samples equal one rank's."""
+    from mpi4py import MPI
+    from hpc_picard.samplers.engine import RingWindow
+    world = Communicator(MPI.COMM_WORLD)
+    windows = []
+    start = RingWindow.start
+
+    def recording_start(self, *args, **kwargs):
+        windows.append(self)
+        return start(self, *args, **kwargs)
+
+    moves = []
+    move_rows = Communicator.move_rows
+
+    def recording_moves(self, send, recv, plan):
+        moves.append(send.shape[0])
+        return move_rows(self, send, recv, plan)
+
+    cfg = RunConfig(**{**SMALL, "blocks": 8, "steps_per_block": 6}, sampler="paradigms", window=7)
+    serial = run(cfg, Communicator.self_comm()) if world.rank == 0 else None
+    monkeypatch.setattr(RingWindow, "start", recording_start)
+    monkeypatch.setattr(Communicator, "move_rows", recording_moves)
+    result = run(cfg, world)
+    ring = windows[-1]
+    total = cfg.blocks * cfg.steps_per_block
+    mine = sum(1 for j in range(total) if ring.lo <= j % ring.ring < ring.hi)
+    problems = []
+    if set(moves) - {1} or len(moves) > result.stats["rounds"]:
+        problems.append(f"rank {world.rank} moved rows {moves} in {result.stats['rounds']} rounds")
+    if ring.drawn != mine:
+        problems.append(f"rank {world.rank} drew {ring.drawn} rows for {mine} slices")
+    if mine > ring.owned and ring.drawn_ahead < (mine - ring.owned) // 2:
+        problems.append(f"rank {world.rank} drew only {ring.drawn_ahead} rows ahead")
+    if world.rank == 0:
+        if result.stats["rounds"] != serial.stats["rounds"]:
+            problems.append(f"rounds {result.stats['rounds']} != {serial.stats['rounds']}")
+        err = float(np.abs(result.samples - serial.samples).max())
+        if err > 1e-12:
+            problems.append(f"samples differ from one rank's by {err:.3g}")
+    drawn = world.allgather_obj(ring.drawn)
+    assert sum(drawn) == total
+    assert world.allgather_obj(problems) == [[]] * world.size

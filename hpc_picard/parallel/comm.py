@@ -113,6 +113,55 @@ class Communicator:
             _copy_from_host(staged, out)
         return out
 
+    def cyclic_exscan_into(self, first: int, local, out):
+        """Exclusive prefix sums along the cyclic rank order first, first + 1, ...,
+        first - 1 that ends on rank ``first`` again (ParaDiGMS' window on a ring,
+        samplers/engine.py: rank ``first`` holds the window's first and last slices).
+
+        ``local``: this rank's float64 contribution (rank ``first``: that of its first
+        part); ``out`` (same shape and kind): every other rank receives the sum of the
+        contributions before it in that order, rank ``first`` the sum of all of them
+        (the base of its last part). numpy, torch or cupy arrays.
+
+        Nothing is subtracted, so the sums are as accurate as an Exscan's: one Exscan
+        of the affine maps z -> z + local (rank ``first``: z -> local, which cuts the
+        sum there; :meth:`exscan_affine`'s operator) gives every rank after ``first``
+        its sum and every other rank the sum of the ranks below it, and one broadcast
+        from the last rank adds the total of ranks first .. P - 1 to the latter. Two
+        messages of one contribution on two ranks; host buffers are reused.
+        """
+        if self.size == 1:
+            out[...] = local
+            return out
+        host = _host_view(local)
+        size = int(np.prod(tuple(local.shape), dtype=np.int64))
+        send = self._staging("cyclic-send", (size + 1,), np.dtype(np.float64))
+        recv = self._staging("cyclic-recv", (size + 1,), np.dtype(np.float64))
+        total = self._staging("cyclic-total", tuple(local.shape), np.dtype(np.float64))
+        send[0] = 0.0 if self.rank == first else 1.0
+        if host is not None:
+            send[1:] = host.reshape(-1)
+        else:
+            from .. import devices
+            devices.synchronize(local)
+            _copy_to_host(local, send[1:].reshape(tuple(local.shape)))
+        self._timed(self.comm.Exscan, send, recv, _affine_op())
+        before = recv[1:].reshape(tuple(local.shape))
+        if self.rank == 0:          # MPI leaves rank 0's receive buffer undefined
+            before[...] = 0.0
+        last = self.size - 1
+        if self.rank == last:       # the sum over ranks first .. P - 1
+            np.add(send[1:].reshape(total.shape), 0.0 if last == first else before, out=total)
+        self._timed(self.comm.Bcast, total, last)
+        if self.rank <= first:      # after ranks first .. P - 1, the ranks below
+            np.add(total, before, out=before)
+        target = _host_view(out)
+        if target is not None:
+            target[...] = before
+        else:
+            _copy_from_host(np.ascontiguousarray(before), out)
+        return out
+
     @staticmethod
     def _from_buffer(result, template, staged: bool):
         if not staged:

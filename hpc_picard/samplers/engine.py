@@ -33,8 +33,12 @@ frozen; with a tolerance, a slice whose state and every earlier state moved by a
 tol (r <= tol^2) in the last sweep is frozen too (ParaDiGMS' window rule, applied
 inside a block). Frozen slices keep their increments g_j and their part of the prefix
 sum; the states up to Y_F no longer move and are not rebuilt. The window is done when
-every slice is frozen (:attr:`BlockSweep.done`). :meth:`slide` moves the window by its
-frozen prefix (ParaDiGMS), shipping rows between ranks with one Alltoallv.
+every slice is frozen (:attr:`BlockSweep.done`).
+
+ParaDiGMS' sliding window is the same sweep on a ring (:class:`RingWindow`): slice j
+lives at ring position j mod p on one rank for as long as the window holds it, the
+runs of a rank's positions get their bases from one cyclic Exscan, and nothing but
+those totals, the verdict and the window's end state goes between ranks.
 
 Arrays: every array of a state's size lives on the engine's :class:`~hpc_picard.
 arrays.Backend` (numpy, torch or cupy), allocated once per shape and reused from block
@@ -443,56 +447,6 @@ class BlockSweep:
             self.backend.copy(self.states[-1], self._end)
         return self.comm.bcast_array(self._end, root=last_owner)
 
-    def slide(self, advance: int, size: int, new_fixed):
-        """Move the window ``advance`` positions on and resize it to ``size`` slices.
-
-        Position i of the new window is position i + advance of the old one; positions
-        past the old end take the old end state (ParaDiGMS initialises new slices with
-        the window's last state). Rows change ranks with one Alltoallv for the states
-        and one for the fixed increments. ``new_fixed(lo, hi)`` gives the fixed rows of
-        the new window's slices [lo, hi) that were not in the old window. The new
-        window starts unfrozen.
-
-        The new slices all land on the last ranks, but every rank draws an equal share
-        of their fixed rows (the SDE noise, counter-based, so any rank can draw any
-        slice's) and a third Alltoallv delivers them: drawn where they are needed, the
-        noise would leave the other ranks waiting at the next verdict.
-        """
-        old_ranges, old_size = self.ranges, self.size
-        old_states, old_fixed = self._states[self.current], self._fixed_rows
-        self.offset += advance
-        self.assign(size)
-        new_states = self._states[1 - self.current]
-        spare = self._fixed_buffer(1) if old_fixed is self._fixed_buffer(0) else self._fixed[0]
-        last_owner = min(self.comm.size, old_size) - 1
-        held_states = [(lo, hi + (r == last_owner)) for r, (lo, hi) in enumerate(old_ranges)]
-        wanted_states = [(min(lo + advance, old_size), min(hi + advance, old_size) + 1)
-                         for lo, hi in self.ranges]
-        received = self.comm.move_rows(old_states, new_states,
-                                       row_plan(held_states, wanted_states, self.comm.rank))
-        fill = self.owned + 1 - received
-        if fill > 0:        # past the old end: copies of the old end state
-            new_states[received:self.owned + 1] = new_states[received - 1:received]
-        wanted_fixed = [(min(lo + advance, old_size), min(hi + advance, old_size))
-                        for lo, hi in self.ranges]
-        received = self.comm.move_rows(old_fixed, spare,
-                                       row_plan(old_ranges, wanted_fixed, self.comm.rank))
-        # old-window positions old_size .. advance + size are new: drawn in equal shares
-        fresh = advance + size - old_size
-        if fresh > 0:
-            shares = [balanced_range(fresh, self.comm.size, r) for r in range(self.comm.size)]
-            a, b = shares[self.comm.rank]
-            drawn = self._as_rows(new_fixed(old_size - advance + a, old_size - advance + b))
-            held = [(old_size + a, old_size + b) for a, b in shares]
-            wanted = [(max(lo + advance, old_size), max(hi + advance, old_size))
-                      for lo, hi in self.ranges]
-            self.comm.move_rows(drawn, spare[received:], row_plan(held, wanted, self.comm.rank))
-        self._fixed_rows = spare
-        self.current = 1 - self.current
-        self._states[1 - self.current][0] = new_states[0]
-        self._other_stale = True
-        self._reset_window()
-
 
 class _Block:
     """Views of a sweep's arrays for one block of samples ``chunk`` (axis 2 of the
@@ -541,3 +495,359 @@ def _is_backend_array(backend, array) -> bool:
     if backend.name == "torch":
         return isinstance(array, backend.torch.Tensor)
     return isinstance(array, backend.xp.ndarray)
+
+
+class RingWindow:
+    """ParaDiGMS' sliding window on a ring of positions: slices never change ranks.
+
+    The window [w, w + size) over a trajectory of L slices (size = min(p, L - w)) sits
+    on a ring of p = min(window, L) positions: slice j at ring position j mod p, and
+    rank r owns the ring positions [lo, hi) (balanced) for the whole run. When the
+    window slides, the slices it accepts leave their positions to the slices it takes
+    in, on the same rank. A contiguous split of the window would instead hand each
+    slice's state and noise from rank to rank as the window passes over it, (P - 1)
+    times in its life: on 2 ranks that was a fifth of the wall time (docs/design.md).
+
+    In window order, a rank's positions form one run, except on the rank that holds
+    the window's first slice (ring position w mod p; "first" below), whose positions
+    wrap: its first run opens the window and its second closes it. One :meth:`sweep`,
+    with the scores at :meth:`pending`'s states:
+
+      increments g and their prefix sums, run by run; the opening run starts from
+      G_w^{-1} Y_w and is rebuilt as it goes (its base is known), as is every run on
+      one rank (it continues the previous one)
+      -> one cyclic Exscan of the runs' totals (Communicator.cyclic_exscan_into): every
+         other run's base, in window order, without a subtraction
+      -> the other runs rebuilt from their bases; residuals; one verdict reduction.
+
+    The window's end state Y_{w + size} is rebuilt by the rank whose run closes the
+    window, in an extra row, and broadcast when the window slides (the new slices
+    start from it, as in ParaDiGMS) and at the end.
+
+    Noise (``draw``): a slice's fixed row is drawn once, by the rank that owns its ring
+    position. Each rank keeps a second row per position and draws into it, a few rows a
+    round, the noise of the slice that will enter there next (slice j + p), most urgent
+    first, so that the rows that enter in one round, which mostly belong to one rank,
+    do not leave the other ranks waiting while that rank draws them.
+
+    States are updated in place (one state buffer); arrays live on the backend and the
+    arithmetic is cache-blocked like :class:`BlockSweep`'s. Components: 1.
+    """
+
+    def __init__(self, comm, verdicts, backend, dtype, sample_shape):
+        self.comm = comm
+        self.verdicts = verdicts
+        self.backend = backend
+        self.dtype = np.dtype(dtype)
+        self.sample_shape = tuple(int(n) for n in sample_shape)
+
+    # -- set-up --------------------------------------------------------------------------
+    def start(self, y0, total: int, window: int, growth, weight, scale, draw, linear=None,
+              tol: float = 0.0, describe=None):
+        """Open the window [0, min(window, total)) with every state at y0, (S, d).
+
+        growth: G_m at every position 0 .. L, (L + 1,); weight: the score's weight per
+        slice, (L,); scale: the residual normaliser of position j + 1, per slice j;
+        draw(j, out): writes slice j's fixed row (float64, (S, d), host) into out;
+        linear: the coefficient of Y_j in g_j per slice, or None; tol: the residual
+        tolerance; describe(slice) -> str names a slice in errors.
+        """
+        self.total = int(total)
+        self.ring = min(int(window), self.total)
+        self.ring_ranges = [balanced_range(self.ring, self.comm.size, r)
+                            for r in range(self.comm.size)]
+        self.lo, self.hi = self.ring_ranges[self.comm.rank]
+        self.owned = c = self.hi - self.lo
+        self._growth = np.asarray(growth, dtype=np.float64).tolist()
+        self._weight = np.asarray(weight, dtype=np.float64).tolist()
+        self._scale = np.asarray(scale, dtype=np.float64)
+        self._linear = None if linear is None else np.asarray(linear, dtype=np.float64).tolist()
+        self.tol_sq = float(tol) ** 2
+        self._draw = draw
+        self.describe = describe or (lambda j: f"slice {j}")
+        self._allocate(c)
+        self.offset, self.size = 0, self.ring
+        self.evaluations = self.sweeps = 0
+        self.residual, self.first_failing = np.inf, 0
+        self._r_positions, self._r_values = np.empty(0, dtype=np.int64), np.empty(0)
+        self._occ = np.arange(self.lo, self.hi, dtype=np.int64)
+        self._slot = np.zeros(c, dtype=np.int64)        # which fixed buffer is current
+        self._ahead = np.full(c, -1, dtype=np.int64)    # slice drawn in the other buffer
+        self.drawn = self.drawn_ahead = 0
+        y = self._as_state(y0)
+        for k in range(c + 1):
+            self._states[k] = y
+        for k in range(c):
+            self._draw_row(int(self._occ[k]), 0, k)
+        self._layout()
+
+    def _allocate(self, c: int):
+        be, (S, d) = self.backend, self.sample_shape
+        self._states = be.empty((c + 1, S, d), self.dtype)        # row c: the window end
+        self._scores = be.empty((max(c, 1), S, d), self.dtype)
+        self._cum = be.empty((max(c, 1), S, d), np.float64)
+        self._fixed = be.empty((2, max(c, 1), S, d), np.float64)
+        self._moved = be.empty((c + 1, S), np.float64)
+        self._base = be.empty((S, d), np.float64)
+        self._received = be.zeros((S, d), np.float64)
+        self._zero = be.zeros((S, d), np.float64)
+        self._end = be.empty((S, d), self.dtype)
+        per_block = be.block_numbers // d if be.block_numbers else S
+        width = min(S, max(1, per_block))
+        self._chunks = [slice(a, min(a + width, S)) for a in range(0, S, width)]
+        self._work = be.empty((width, d), np.float64)
+        self._diff = be.empty((width, d), self.dtype)
+        self._fresh = be.empty((width, d), self.dtype)
+
+    def _as_state(self, y):
+        if not _is_backend_array(self.backend, y):
+            y = self.backend.asarray(np.asarray(y))
+        return y.reshape(self.sample_shape)
+
+    def _draw_row(self, j: int, slot: int, k: int):
+        """Slice j's fixed row into buffer ``slot``, row k."""
+        be, row = self.backend, self._fixed[slot, k]
+        if be.is_host():
+            self._draw(j, be.host_view(row))
+        else:
+            host = np.empty(self.sample_shape, dtype=np.float64)
+            self._draw(j, host)
+            be.copy(be.asarray(host), row)
+        self.drawn += 1
+
+    def _owner(self, q: int) -> int:
+        """The rank that owns ring position q."""
+        for rank, (lo, hi) in enumerate(self.ring_ranges):
+            if lo <= q < hi:
+                return rank
+        raise ValueError(f"ring position {q} outside the ring of {self.ring}")
+
+    def _layout(self):
+        """This rank's runs in window order (first row, stop row, first position), the
+        rank holding the window's first slice, and the owner of its end state."""
+        w, p, size = self.offset, self.ring, self.size
+        positions = self._occ - w
+        live = positions < size
+        runs, k = [], 0
+        while k < self.owned:
+            if not live[k]:
+                k += 1
+                continue
+            k1 = k + 1
+            while k1 < self.owned and live[k1] and positions[k1] == positions[k1 - 1] + 1:
+                k1 += 1
+            runs.append((k, k1, int(positions[k])))
+            k = k1
+        self.runs = sorted(runs, key=lambda run: run[2])
+        self.first_rank = self._owner(w % p)
+        self.end_owner = self._owner((w + size - 1) % p)
+
+    # -- views ---------------------------------------------------------------------------
+    def pending(self) -> list:
+        """The states to score for the next sweep, in runs of adjacent rows: a list of
+        (states (J, S, d), their slices (J,), the score buffer to fill (J, S, d))."""
+        spans = []
+        for k0, k1, _ in sorted(self.runs):
+            if spans and spans[-1][1] == k0:
+                spans[-1][1] = k1
+            else:
+                spans.append([k0, k1])
+        return [(self._states[a:b], self._occ[a:b], self._scores[a:b]) for a, b in spans]
+
+    def local_residuals(self) -> tuple:
+        """(window positions, r_m) this rank measured in the last sweep (host arrays)."""
+        return self._r_positions, self._r_values
+
+    # -- the sweep -----------------------------------------------------------------------
+    def sweep(self):
+        """One Picard sweep of the whole window with the scores written into
+        :meth:`pending`'s buffers; sets ``residual``, ``first_failing`` and the counters.
+        Collective over the verdict communicator."""
+        be, alone = self.backend, self.comm.size == 1
+        # the lead of each run: "start" (opens the window), "follow" (continues the
+        # run before it, on one rank) or "scan" (its base comes from the cyclic Exscan)
+        leads = ["start" if i0 == 0 else "follow" if alone else "scan" for _, _, i0 in self.runs]
+        if self.runs and leads[0] == "start":
+            k0 = self.runs[0][0]
+            be.multiply(self._states[k0], 1.0 / self._growth[self.offset], out=self._base)
+        for chunk in self._chunks:
+            previous = None
+            for run, lead in zip(self.runs, leads):
+                previous = self._accumulate(run, lead, chunk, previous)
+        for run in self.runs:
+            if not be.all_finite(self._cum[run[1] - 1]):
+                self._raise_non_finite(run)
+        if not alone:
+            if self.runs:
+                opening = self.runs[0] if leads[0] == "start" else self.runs[-1]
+                local = self._cum[opening[1] - 1]
+            else:
+                local = self._zero
+            self.comm.cyclic_exscan_into(self.first_rank, local, self._received)
+            for chunk in self._chunks:
+                for run, lead in zip(self.runs, leads):
+                    self._rebuild_run(run, chunk, folded=lead == "start")
+        self.evaluations += self.size
+        self.sweeps += 1
+        self._verdict()
+
+    def _accumulate(self, run, lead: str, chunk, previous):
+        """g and its prefix sums over one run's rows, for the samples ``chunk``; runs
+        whose base is known ("start", "follow") are rebuilt row by row as they go, each
+        row once its own increment (which may read its old state) is formed. Returns
+        the run's last prefix-sum row (the next run's "previous")."""
+        be, k0, k1, i0 = self.backend, *run
+        cum, fixed = self._cum[:, chunk], None
+        scores, old = self._scores[:, chunk], self._states[:, chunk]
+        rebuild = lead != "scan" and self.comm.size == 1
+        for k in range(k0, k1):
+            j, row = int(self._occ[k]), cum[k]
+            be.scale_into(scores[k], self._weight[j], out=row)
+            fixed = self._fixed[int(self._slot[k]), k, chunk]
+            be.add(row, fixed, out=row)
+            if self._linear is not None:
+                lagged = self._work[:row.shape[0]]
+                be.scale_into(old[k], self._linear[j], out=lagged)
+                be.add(row, lagged, out=row)
+            before = cum[k - 1] if k > k0 else (
+                self._base[chunk] if lead == "start" else previous if lead == "follow" else None)
+            if rebuild and (k > k0 or lead == "follow"):
+                self._rebuild(k, before, chunk)
+            if before is not None:
+                be.add(row, before, out=row)
+        if rebuild and i0 + k1 - k0 == self.size:
+            self._rebuild(self.owned, cum[k1 - 1], chunk)
+        return cum[k1 - 1]
+
+    def _rebuild_run(self, run, chunk, folded: bool):
+        """A run's rows after the scan: Y = G (base + prefix), the base the scan's
+        (``folded``: the opening run, whose prefix sums hold the start already and
+        whose first row is the start itself)."""
+        be, (k0, k1, i0) = self.backend, run
+        cum = self._cum[:, chunk]
+        if folded:
+            for k in range(k0 + 1, k1):
+                self._rebuild(k, cum[k - 1], chunk)
+            if i0 + k1 - k0 == self.size:
+                self._rebuild(self.owned, cum[k1 - 1], chunk)
+            return
+        base = self._received[chunk]
+        u = self._work[:base.shape[0]]
+        self._rebuild(k0, base, chunk)
+        for k in range(k0 + 1, k1):
+            be.add(cum[k - 1], base, out=u)
+            self._rebuild(k, u, chunk)
+        if i0 + k1 - k0 == self.size:
+            be.add(cum[k1 - 1], base, out=u)
+            self._rebuild(self.owned, u, chunk)
+
+    def _rebuild(self, k: int, u, chunk):
+        """State row k (row ``owned``: the window's end) = G u for the samples ``chunk``,
+        in place, its squared move summed over d into the residual rows."""
+        be = self.backend
+        width = chunk.stop - chunk.start
+        j = self.offset + self.size if k == self.owned else int(self._occ[k])
+        fresh, old = self._fresh[:width], self._states[k, chunk]
+        be.multiply(u, self._growth[j], out=fresh)
+        diff = self._diff[:width]
+        be.subtract(fresh, old, out=diff)
+        be.sum_squares_into(diff, out=self._moved[k, chunk])
+        be.copy(fresh, old)
+
+    def _verdict(self):
+        """r_m at the positions this rank rebuilt, then one reduction over the verdict
+        communicator: (largest r_m, first failing position)."""
+        rows, positions = [], []
+        for k0, k1, i0 in self.runs:
+            first = k0 + 1 if i0 == 0 else k0
+            rows.extend(range(first, k1))
+            positions.extend(range(i0 + first - k0, i0 + k1 - k0))
+            if i0 + k1 - k0 == self.size:
+                rows.append(self.owned)
+                positions.append(self.size)
+        local_max, local_fail = 0.0, self.size + 1
+        positions = np.asarray(positions, dtype=np.int64)
+        r = np.empty(0)
+        if rows:
+            moved = self.backend.to_host(self.backend.max_last(self._moved[rows]))
+            r = moved / self._scale[self.offset + positions - 1]
+            local_max = float(r.max())
+            failing = np.flatnonzero(~(r <= self.tol_sq))
+            if failing.size:
+                local_fail = int(positions[failing].min())
+        self._r_positions, self._r_values = positions, r
+        self.residual, self.first_failing = self.verdicts.sweep_verdict(local_max, local_fail)
+
+    def _raise_non_finite(self, run):
+        from .base import SamplingError
+        k0, k1, _ = run
+        host = self.backend.to_host(self._scores[k0:k1]).reshape(k1 - k0, -1)
+        bad = np.flatnonzero(~np.isfinite(host).all(axis=1))
+        j = int(self._occ[k0 + (int(bad[0]) if bad.size else 0)])
+        raise SamplingError(f"non-finite score in {self.describe(j)} on time rank {self.comm.rank}")
+
+    # -- results and slides ----------------------------------------------------------------
+    def end(self):
+        """Y at the window's end position, (S, d), the same on every rank."""
+        if self.comm.rank == self.end_owner:
+            self.backend.copy(self._states[self.owned], self._end)
+        end = self.comm.bcast_array(self._end, root=self.end_owner)
+        if end is not self._end:
+            self.backend.copy(end, self._end)
+        return self._end
+
+    def _share_end(self, receivers):
+        """The window's end state from its owner into ``_end`` on the ranks in
+        ``receivers`` (one Alltoallv of one row, skipped when the owner is the only
+        receiver)."""
+        owner, rank = self.end_owner, self.comm.rank
+        if rank == owner:
+            self.backend.copy(self._states[self.owned], self._end)
+        others = receivers - {owner}
+        if others:
+            sends = [(0, int(rank == owner and r in others)) for r in range(self.comm.size)]
+            receives = [(0, int(r == owner and rank in others)) for r in range(self.comm.size)]
+            self.comm.move_rows(self._states[self.owned:self.owned + 1], self._end[None],
+                                (sends, receives))
+        return self._end
+
+    def slide(self, advance: int, size: int):
+        """Move the window ``advance`` slices on and resize it to ``size`` slices.
+
+        The slices that enter take the ring positions of those accepted, on the same
+        rank, and start from the old window's end state, which its owner sends to the
+        ranks that need it (those the new slices and the new end land on, often only
+        itself); their fixed rows come from the rows drawn ahead, or are drawn now.
+        Then every rank draws ahead about its share of the rows that entered (most
+        urgent first).
+        """
+        old_end, new_end = self.offset + self.size, self.offset + advance + size
+        receivers = {self._owner(j % self.ring) for j in range(old_end, new_end)}
+        receivers.add(self._owner((new_end - 1) % self.ring))
+        end = self._share_end(receivers)
+        entering = new_end - old_end
+        self.offset += advance
+        self.size = size
+        w, p = self.offset, self.ring
+        occ = w + (np.arange(self.lo, self.hi, dtype=np.int64) - w) % p
+        drawn_before = self.drawn
+        for k in np.flatnonzero((occ != self._occ) & (occ < w + size)):
+            self.backend.copy(end, self._states[k])
+            j = int(occ[k])
+            if self._ahead[k] == j:
+                self._slot[k] = 1 - self._slot[k]
+                self._ahead[k] = -1
+            else:
+                self._draw_row(j, int(self._slot[k]), k)
+        self._occ = occ
+        self._layout()
+        if self.comm.rank == self.end_owner:
+            self.backend.copy(end, self._states[self.owned])
+        budget = -(-entering // self.comm.size) + 1 - (self.drawn - drawn_before)
+        live = occ < w + size
+        later = occ + p
+        stale = np.flatnonzero(live & (later < self.total) & (self._ahead != later))
+        for k in stale[np.argsort(occ[stale], kind="stable")][:max(budget, 0)]:
+            self._draw_row(int(later[k]), 1 - int(self._slot[k]), k)
+            self._ahead[k] = later[k]
+            self.drawn_ahead += 1

@@ -4,8 +4,9 @@ The whole trajectory of the sequential SDE sampler (all blocks' slices, in order
 L in total) is treated as one fixed-point problem. A window of p slices starts at the
 first slice whose state is not yet accepted, Y_w. One round
 
-  1. evaluates the scores at the window's states Y_w .. Y_{w+p-1} (one batched call,
-     the window's slices spread over the time communicator's ranks),
+  1. evaluates the scores at the window's states Y_w .. Y_{w+p-1} (one batched call
+     per rank: slice j lives on the rank owning ring position j mod p for as long as
+     the window holds it, so no state or noise row ever changes ranks),
   2. rebuilds Y_{w+1} .. Y_{w+p} with one prefix sum (integrating factor e^{tau},
      tau the reverse time since slice w; an MPI Exscan between ranks), and
   3. measures r_m = |Y_m^new - Y_m^old|^2 / (d v_m) per sample (v_m = e^{2 e} - 1, the
@@ -45,6 +46,7 @@ import numpy as np
 from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
 from .base import F64, BlockStats, Sampler
+from .engine import RingWindow
 from .options import TOL, Cost, Option
 
 FORMS = ("exponential", "additive")
@@ -68,7 +70,8 @@ class ParadigmsSampler(Sampler):
 
     @classmethod
     def owned_slices(cls, config, time_ranks, time_rank) -> tuple:
-        """This rank's share of a full window (the window slides over all blocks)."""
+        """This rank's ring positions (engine.RingWindow): slice j of the trajectory is
+        at position j mod p and stays on the rank that owns that position."""
         size = min(config.window, config.blocks * config.steps_per_block)
         return balanced_range(size, time_ranks, time_rank)
 
@@ -86,15 +89,13 @@ class ParadigmsSampler(Sampler):
 
     @classmethod
     def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
-        """The sweep engine's arrays for this rank's part of the window (engine.py,
-        not replicated): two trajectories of owned + 1 states and the scores (state
-        dtype); the prefix sums, two buffers of fixed noise rows (one being filled as
-        the window slides) and the noise as drawn (float64); a few single states and
-        the sweep's work blocks."""
+        """The ring window's arrays (engine.RingWindow) for this rank's c positions:
+        c + 1 states and c scores (state dtype); c prefix sums, 2c fixed noise rows
+        (the current ones and those drawn ahead) and seven single rows (float64); the
+        sweep's work blocks are small."""
         lo, hi = cls.owned_slices(config, time_ranks, time_rank)
-        rows, row = hi - lo + 1, samples * config.dim
-        arrays = 4 * rows + 4
-        return arrays * row * F64 + 3 * rows * row * np.dtype(config.dtype).itemsize
+        owned, row = hi - lo, samples * config.dim
+        return (3 * owned + 7) * row * F64 + (2 * owned + 2) * row * np.dtype(config.dtype).itemsize
 
     def __init__(self, context, window: int, tol: float, form: str = "exponential", **options):
         super().__init__(context, **options)
@@ -115,8 +116,9 @@ class ParadigmsSampler(Sampler):
         ``sweeps`` is the number of rounds and ``residual`` the square root of the largest r_m
         of a state that passed the test.
 
-        The window is the sweep engine's (engine.py), in the integrating factor's frame
-        of the whole trajectory (r: reverse time since its start), so that a slice's
+        The window is the sweep engine's ring (engine.RingWindow: a slice stays on one
+        rank while the window passes over it), in the integrating factor's frame of the
+        whole trajectory (r: reverse time since its start), so that a slice's
         coefficients and fixed increment do not change as the window slides over it.
         """
         times = grid.all_times()                                  # forward times, T -> delta
@@ -134,31 +136,26 @@ class ParadigmsSampler(Sampler):
             # Y_m = Y_w + sum_j (F_j(Y_j) - Y_j), F_j = a_j Y + c_j s + b_j xi
             growth, factor, linear = np.ones(total + 1), np.ones(total), np.expm1(steps)
 
-        def fixed_rows(first: int, stop: int) -> np.ndarray:
-            """b_j xi_j in the frame, for global slices [first, stop): (J, S, d)."""
+        def draw(j: int, out: np.ndarray):
+            """b_j xi_j in the frame, for global slice j, into out (S, d)."""
             from .. import noise
             started = time.perf_counter()
-            out = np.empty((stop - first, S, d))
-            for i, j in enumerate(range(first, stop)):
-                block_index, local = keys[j]
-                out[i] = noise.gaussian(self.ctx.seed, noise.STREAM_INCREMENT, block_index, local,
-                                        self.ctx.samples, d)
-                out[i] *= factor[j] * b[j]
+            block_index, local = keys[j]
+            noise.gaussian(self.ctx.seed, noise.STREAM_INCREMENT, block_index, local,
+                           self.ctx.samples, d, out=out)
+            out *= factor[j] * b[j]
             self.ctx.timers.noise_seconds += time.perf_counter() - started
-            return out
 
-        engine = self.engine((S, d))
-        size = min(self.window, total)
-        lo, hi = engine.assign(size)
-        engine.start(y0, growth=growth, weight=factor * c, scale=step_noise_scale(steps) * d,
-                     fixed=fixed_rows(lo, hi), linear=linear, tol=self.tol, freeze=False,
-                     describe=lambda j: "block {}, slice {}".format(*keys[engine.offset + j]))
+        engine = RingWindow(self.ctx.comm, self.ctx.verdicts, self.ctx.backend, self.ctx.dtype,
+                            (S, d))
+        engine.start(y0, total, self.window, growth=growth, weight=factor * c,
+                     scale=step_noise_scale(steps) * d, draw=draw, linear=linear, tol=self.tol,
+                     describe=lambda j: "block {}, slice {}".format(*keys[j]))
         rounds, accepted_residual = 0, 0.0
         while True:
-            x, slices = engine.pending()
-            first = engine.offset + slices.start
-            engine.sweep(self.evaluate(x, times[first:first + len(slices)],
-                                       engine.score_buffer(len(slices))))
+            for x, slices, out in engine.pending():
+                self.evaluate(x, times[slices], out)
+            engine.sweep()
             rounds += 1
             # Slide to the first failing state (accepted: it was rebuilt from accepted
             # states only); the states before it passed the test.
@@ -169,10 +166,8 @@ class ParadigmsSampler(Sampler):
                 accepted_residual = max(accepted_residual, float(passed.max()))
             if engine.offset + advance >= total:
                 break
-            size = min(self.window, total - engine.offset - advance)
-            engine.slide(advance, size, lambda lo, hi: fixed_rows(engine.offset + lo,
-                                                                  engine.offset + hi))
-        end = engine.backend.to_host(engine.end()[0])
+            engine.slide(advance, min(self.window, total - engine.offset - advance))
+        end = engine.backend.to_host(engine.end())
         accepted_residual = self.ctx.verdicts.allreduce_max(accepted_residual)
         return (end.astype(self.ctx.dtype, copy=False),
                 BlockStats(sweeps=rounds, evaluations=engine.evaluations,
