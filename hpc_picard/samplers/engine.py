@@ -124,8 +124,7 @@ class BlockSweep:
         self._states = [be.empty((rows,) + row, self.dtype) for _ in range(2)]
         self._cum = be.empty((rows,) + row, np.float64)       # g, then its prefix sums
         self._scores = be.empty((rows,) + self.sample_shape, self.dtype)
-        # allocated when first needed: the fixed increments (SDE noise; a second
-        # buffer for slides)
+        # allocated when first needed: the fixed increments (SDE noise)
         self._fixed = []
         # per row and sample: the squared move of the state, summed over d
         self._moved = be.empty((rows, self.sample_shape[0]), np.float64)
@@ -513,16 +512,16 @@ class RingWindow:
     wrap: its first run opens the window and its second closes it. One :meth:`sweep`,
     with the scores at :meth:`pending`'s states:
 
-      increments g and their prefix sums, run by run; the opening run starts from
-      G_w^{-1} Y_w and is rebuilt as it goes (its base is known), as is every run on
-      one rank (it continues the previous one)
+      increments g and their prefix sums, run by run; the opening run's start from
+      G_w^{-1} Y_w; on one rank every run is rebuilt as it goes (the closing run
+      continues the opening one)
       -> one cyclic Exscan of the runs' totals (Communicator.cyclic_exscan_into): every
          other run's base, in window order, without a subtraction
-      -> the other runs rebuilt from their bases; residuals; one verdict reduction.
+      -> the runs rebuilt from their bases; residuals; one verdict reduction.
 
     The window's end state Y_{w + size} is rebuilt by the rank whose run closes the
-    window, in an extra row, and broadcast when the window slides (the new slices
-    start from it, as in ParaDiGMS) and at the end.
+    window, in an extra row; when the window slides it goes to the ranks the new slices
+    land on (they start from it, as in ParaDiGMS), and at the end to every rank.
 
     Noise (``draw``): a slice's fixed row is drawn once, by the rank that owns its ring
     position. Each rank keeps a second row per position and draws into it, a few rows a
@@ -531,7 +530,9 @@ class RingWindow:
     do not leave the other ranks waiting while that rank draws them.
 
     States are updated in place (one state buffer); arrays live on the backend and the
-    arithmetic is cache-blocked like :class:`BlockSweep`'s. Components: 1.
+    arithmetic is cache-blocked like :class:`BlockSweep`'s; every rank rebuilds after
+    the scan (an early rebuild on the opening rank would leave the others waiting for
+    it). Components: 1.
     """
 
     def __init__(self, comm, verdicts, backend, dtype, sample_shape):
