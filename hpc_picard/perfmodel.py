@@ -321,8 +321,10 @@ def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None =
         if kind == "window":
             width = min(config.window, grid.total_slices)
             bound = -(-grid.total_slices // config.window) * config.picard_iters
-            # the window's Exscan, the verdict, and the window's states shipped on
-            extra = profile.collective("allgather", time_ranks, width * state_bytes)
+            # the ring (engine.RingWindow): the cyclic Exscan (round_comm's Exscan plus
+            # one broadcast of a state) and the window's end state sent to the ranks
+            # the entering slices land on (costed as a second broadcast); no row moves
+            extra = 2 * profile.collective("bcast", time_ranks, state_bytes)
         else:
             from .samplers.wavefront import window_bounds
             bound, _, states_in_window = window_bounds(config, grid)

@@ -51,6 +51,22 @@ def test_the_sequential_prediction_is_steps_times_the_call():
     assert pred.wall == pytest.approx(30 * 0.01 + 4 * 1e-3 + 1e-3)   # + setup collectives, gather
 
 
+def test_a_paradigms_round_costs_the_ring_collectives_not_the_window():
+    """ParaDiGMS' ring window moves no rows: a round's communication is the Exscan,
+    the verdict and two broadcasts of one state, whatever the window's width."""
+    walls = {}
+    for window in (4, 16):
+        config = RunConfig(sampler="paradigms", dim=16, num_samples=2, blocks=2,
+                           steps_per_block=16, window=window)
+        alpha = {"exscan": 1e-3, "allreduce": 2e-3, "bcast": 5e-3, "allgather": 1.0}
+        comm = {name: CollectiveCost([2, 4], [a, a], [0.0, 0.0]) for name, a in alpha.items()}
+        pred = predict(config, 2, profile(comm=comm), sweeps=10)
+        walls[window] = pred.comm
+        # 10 rounds of (Exscan + verdict + 2 broadcasts), + the start's and end's collectives
+        assert pred.comm == pytest.approx(10 * (1e-3 + 2e-3 + 2 * 5e-3), abs=2e-2)
+    assert walls[4] == pytest.approx(walls[16])
+
+
 def test_emulated_latency_sets_the_floor_of_each_call():
     config = RunConfig(dim=16, num_samples=1, blocks=2, steps_per_block=8, picard_iters=5,
                        emulate_latency="0.05,0.01")
