@@ -217,3 +217,48 @@ def test_paradigms_slices_never_change_ranks_and_each_noise_row_is_drawn_once(mo
     drawn = world.allgather_obj(ring.drawn)
     assert sum(drawn) == total
     assert world.allgather_obj(problems) == [[]] * world.size
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_a_block_is_re_split_as_its_front_advances():
+    """piadm: once the front leaves a rank 2 or more rows short of its share, the
+    frozen prefix is dropped and the live slices are spread evenly again
+    (BlockSweep.drop_frozen); the fronts, rounds, evaluations and samples stay those
+    of one rank (SDE with its noise rows, and ODE without)."""
+    from mpi4py import MPI
+    from hpc_picard.samplers.engine import BlockSweep
+    world = Communicator(MPI.COMM_WORLD)
+    drops, worst = [], []
+    drop = BlockSweep.drop_frozen
+
+    def recording_drop(self):
+        drop(self)
+        drops.append(self.offset)
+        live = [hi - lo for lo, hi in self.ranges]
+        worst.append(max(live) - -(-self.size // self.comm.size))
+
+    problems = []
+    for sampler in ("piadm-sde", "piadm-ode"):
+        cfg = RunConfig(**{**SMALL, "blocks": 4, "steps_per_block": 16, "picard_iters": 16},
+                        sampler=sampler, corrector_steps=0)
+        serial = run(cfg, Communicator.self_comm()) if world.rank == 0 else None
+        BlockSweep.drop_frozen = recording_drop
+        try:
+            result = run(cfg, world)
+        finally:
+            BlockSweep.drop_frozen = drop
+        if world.size > 1 and not drops:
+            problems.append(f"{sampler}: no block was re-split on {world.size} ranks")
+        if any(w > 0 for w in worst):
+            problems.append(f"{sampler}: uneven after a re-split: {worst}")
+        if world.rank == 0:
+            for key in ("rounds", "evaluations"):
+                if result.stats[key] != serial.stats[key]:
+                    problems.append(f"{sampler} {key}: {result.stats[key]} != {serial.stats[key]}")
+            err = float(np.abs(result.samples - serial.samples).max())
+            if err > 1e-12:
+                problems.append(f"{sampler}: samples {err:.3g} from one rank's")
+        drops.clear()
+        worst.clear()
+    assert world.allgather_obj(problems) == [[]] * world.size

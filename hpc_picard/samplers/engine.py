@@ -181,6 +181,7 @@ class BlockSweep:
         self._states[1][0] = self._states[0][0]
         self._other_stale = False
         self._fixed_rows = None
+        self._carried_base = False
         if fixed is not None:
             self._fixed_rows = rows = self._fixed_buffer(0)
             if not callable(fixed):
@@ -311,7 +312,7 @@ class BlockSweep:
         first, rebuilt = self._live_rows()
         alone = self.comm.size == 1
         if first < n:
-            if self.comm.rank == 0 and first == 0:
+            if self.comm.rank == 0 and first == 0 and not self._carried_base:
                 # the prefix sums start from G_w^{-1} Y_w: within a window it never
                 # changes, so the prefix sums carry it and rank 0's rebuild is a multiply
                 self._start_in_frame(out=self._base)
@@ -445,6 +446,62 @@ class BlockSweep:
         if self.comm.rank == last_owner:
             self.backend.copy(self.states[-1], self._end)
         return self.comm.bcast_array(self._end, root=last_owner)
+
+    # -- re-splitting a block as its front advances ----------------------------------------
+    def unbalanced(self, slack: int = 2) -> bool:
+        """Whether the live slices [front, size) are spread so unevenly over the ranks
+        that some rank scores ``slack`` or more rows beyond its even share."""
+        if self.comm.size == 1 or self.front == 0 or self.done:
+            return False
+        live = [max(0, hi - max(lo, self.front)) for lo, hi in self.ranges]
+        even = -(-(self.size - self.front) // self.comm.size)
+        return max(live) - even >= slack
+
+    def drop_frozen(self):
+        """Drop the frozen prefix [0, front) and spread the live slices evenly again.
+
+        The front freezes a block's slices from its start, so with a contiguous split
+        the first ranks run out of slices to score and wait for the last. The window
+        becomes [front, size): its start state is the frozen Y_front, and the prefix
+        sum carried into it is the float64 one that rebuilt Y_front (broadcast by the
+        rank that held it), not G^{-1} Y_front, so nothing is rounded to the state's
+        dtype. States and fixed rows move with one Alltoallv each (the row plan); the
+        front's exactness count starts again (the slices after a frozen state are exact
+        after as many sweeps again), which keeps the same fronts, evaluations and
+        sweeps as the undivided window. Host or device arrays; collective.
+        """
+        be, advance = self.backend, self.front
+        old_ranges, old_size = self.ranges, self.size
+        owner = next(r for r, (lo, hi) in enumerate(old_ranges) if lo <= advance - 1 < hi)
+        if self.comm.rank == owner:
+            row = self._cum[advance - 1 - self.lo]
+            if owner == 0:
+                be.copy(row, self._received)
+            else:
+                be.add(row, self._base, out=self._received)
+        carried = self.comm.bcast_array(self._received, root=owner)
+        if carried is not self._received:
+            be.copy(carried, self._received)
+        old_states, old_fixed = self._states[self.current], self._fixed_rows
+        self.offset += advance
+        self.assign(old_size - advance)
+        new_states = self._states[1 - self.current]
+        last_owner = min(self.comm.size, old_size) - 1
+        held = [(lo, hi + (r == last_owner)) for r, (lo, hi) in enumerate(old_ranges)]
+        wanted = [(lo + advance, hi + advance + 1) for lo, hi in self.ranges]
+        self.comm.move_rows(old_states, new_states, row_plan(held, wanted, self.comm.rank))
+        if old_fixed is not None:
+            spare = self._fixed_buffer(1) if old_fixed is self._fixed_buffer(0) else self._fixed[0]
+            wanted = [(lo + advance, hi + advance) for lo, hi in self.ranges]
+            self.comm.move_rows(old_fixed, spare, row_plan(old_ranges, wanted, self.comm.rank))
+            self._fixed_rows = spare
+        self.current = 1 - self.current
+        self._states[1 - self.current][0] = new_states[0]
+        self._other_stale = True
+        if self.comm.rank == 0:
+            be.copy(self._received, self._base)
+        self._carried_base = True
+        self._reset_window()
 
 
 class _Block:

@@ -184,22 +184,29 @@ class PicardSampler(Sampler):
         engine.start(y0, growth=np.exp(block.tau), weight=decay * c,
                      scale=step_noise_scale(block.steps) * y0.shape[1], fixed=fixed,
                      tol=self.tol, freeze=self.mixer is None,
-                     describe=lambda j: f"block {block.index}, slice {j} "
-                                        f"(forward time t={float(times[j]):.6g})")
+                     describe=lambda j: f"block {block.index}, slice {engine.offset + j} "
+                                        f"(forward time t={float(times[engine.offset + j]):.6g})")
         if self.initial_guess == "noise" and fixed is not None:
             engine.initialize_from_fixed()
         if self.mixer is not None:
             self.mixer.reset()
         monitor = SweepMonitor(block, self.picard_iters, self.tol, self.ctx.on_sweep)
-        while engine.sweeps < self.picard_iters and not engine.done:
+        sweeps = 0
+        while sweeps < self.picard_iters and not engine.done:
             x, slices = engine.pending()
-            scores = self.evaluate(x, times[slices.start:slices.stop],
+            first = engine.offset + slices.start
+            scores = self.evaluate(x, times[first:first + len(slices)],
                                    engine.score_buffer(len(slices)))
             engine.sweep(scores, mixer=self.mixer)
-            monitor.check(engine.sweeps, engine.residual)
+            sweeps += 1
+            monitor.check(sweeps, engine.residual)
+            # the front leaves the first ranks idle: re-split the live slices (Anderson
+            # keeps its rows' history where they are, so not with it)
+            if self.mixer is None and sweeps < self.picard_iters and engine.unbalanced():
+                engine.drop_frozen()
         end = engine.backend.to_host(engine.end()[0])
         return (end.astype(self.ctx.dtype, copy=False),
-                BlockStats(sweeps=engine.sweeps, evaluations=engine.evaluations,
+                BlockStats(sweeps=sweeps, evaluations=engine.evaluations,
                            residual=float(np.sqrt(engine.residual))))
 
 
