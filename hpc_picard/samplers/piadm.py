@@ -90,7 +90,8 @@ class PicardSampler(Sampler):
     def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
         """The sweep engine's arrays (engine.py): two trajectories of owned + 1 states
         and the scores (state dtype); the prefix sums, and on the SDE path the fixed
-        noise part of g and the noise as drawn, float64; a few single states; Anderson's
+        noise part of g in two buffers (the second receives the rows when a block is
+        re-split, BlockSweep.drop_frozen), float64; a few single states; Anderson's
         history of 2 x depth differences plus the last pair.
         """
         lo, hi = cls.owned_slices(config, time_ranks, time_rank)
