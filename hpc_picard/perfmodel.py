@@ -220,9 +220,9 @@ def frozen_prefix_rows(slices: int, sweeps: list, time_ranks: int,
     of K_b sweeps (i from 0), with phi fitted so that the slices scored add up to the
     measured ``evaluations`` (per sample); without them phi = 0, and only the i slices
     that i sweeps make exact are frozen (the bound). The rank owning the last slices
-    keeps its whole range longest, until a rank scores 2 or more rows beyond its even
-    share of the live slices: then the block is re-split over them as the engine does
-    (BlockSweep.unbalanced, drop_frozen).
+    keeps its whole range longest. (On the host the engine re-splits a block as its
+    front advances, BlockSweep.drop_frozen; the model leaves that out: it predicts
+    devices with spare batch width and emulated ones, where piadm does not re-split.)
     """
     ranges = [balanced_range(slices, time_ranks, r) for r in range(time_ranks)]
 
@@ -240,20 +240,8 @@ def frozen_prefix_rows(slices: int, sweeps: list, time_ranks: int,
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if scored(mid) > evaluations else (lo, mid)
         phi = hi
-    def critical(fronts: list) -> list:
-        split, start, rows = ranges, 0, []
-        for i, f in enumerate(fronts):
-            rows.append(max(max(0, b - max(a, f)) for a, b in split))
-            after = fronts[i + 1] if i + 1 < len(fronts) else start
-            if time_ranks > 1 and after > start:
-                live = max(max(0, b - max(a, after)) for a, b in split)
-                if live - -(-(slices - after) // time_ranks) >= 2:
-                    split = [(after + a, after + b) for a, b in (
-                        balanced_range(slices - after, time_ranks, r) for r in range(time_ranks))]
-                    start = after
-        return rows
-
-    return [critical(frozen(phi, k)) for k in sweeps]
+    return [[max(max(0, b - max(a, f)) for a, b in ranges) for f in frozen(phi, k)]
+            for k in sweeps]
 
 
 def predict(config, n_ranks: int, profile: CostProfile, time_ranks: int | None = None,

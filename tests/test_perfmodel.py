@@ -155,9 +155,6 @@ def test_frozen_prefix_rows_bound_and_fit():
     assert frozen_prefix_rows(8, [4], 1) == [[8, 7, 6, 5]]
     # two time ranks: the last one keeps its 4 slices until the prefix reaches them
     assert frozen_prefix_rows(8, [4], 2) == [[4, 4, 4, 4]]
-    # a prefix of 4, 8, 12 after each sweep: re-split whenever a rank scores 2 rows
-    # beyond its share (8 8 8 4 without)
-    assert frozen_prefix_rows(16, [4], 2, evaluations=40) == [[8, 6, 4, 2]]
     # fitted to the evaluations a run made (per sample): they add up
     rows = frozen_prefix_rows(8, [4, 4], 1, evaluations=40)
     assert sum(map(sum, rows)) == 40 and rows[0][0] == 8

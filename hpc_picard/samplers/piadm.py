@@ -193,6 +193,12 @@ class PicardSampler(Sampler):
             self.mixer.reset()
         monitor = SweepMonitor(block, self.picard_iters, self.tol, self.ctx.on_sweep)
         sweeps = 0
+        # Re-split only where a rank's score time grows with its rows: on the host. A
+        # GPU batch (or an emulated device) has spare width, so fewer rows save nothing
+        # there and the moves would only cost. Anderson keeps its rows' history in place.
+        backend = self.ctx.backend
+        resplit = (self.mixer is None and self.ctx.latency is None
+                   and (backend is None or backend.is_host()))
         while sweeps < self.picard_iters and not engine.done:
             x, slices = engine.pending()
             first = engine.offset + slices.start
@@ -201,9 +207,8 @@ class PicardSampler(Sampler):
             engine.sweep(scores, mixer=self.mixer)
             sweeps += 1
             monitor.check(sweeps, engine.residual)
-            # the front leaves the first ranks idle: re-split the live slices (Anderson
-            # keeps its rows' history where they are, so not with it)
-            if self.mixer is None and sweeps < self.picard_iters and engine.unbalanced():
+            # the front leaves the first ranks idle: re-split the live slices
+            if resplit and sweeps < self.picard_iters and engine.unbalanced():
                 engine.drop_frozen()
         end = engine.backend.to_host(engine.end()[0])
         return (end.astype(self.ctx.dtype, copy=False),
