@@ -111,6 +111,12 @@ class TorchBackend(Backend):
         self.device = torch.device(device)
         self.xp = torch
         self.block_numbers = HOST_BLOCK_NUMBERS if self.device.type == "cpu" else 0
+        if self.device.type == "cpu":
+            # the sweep's tensor arithmetic runs on the rank's own cores: one thread per
+            # rank unless OMP_NUM_THREADS says otherwise, as for torch models (a pool per
+            # rank on top of the ranks oversubscribes the cores)
+            from .models.torch_models import cpu_threads
+            torch.set_num_threads(cpu_threads())
 
     def _dtype(self, dtype):
         return {np.dtype("float64"): self.torch.float64, np.dtype("float32"): self.torch.float32,

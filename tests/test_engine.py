@@ -271,3 +271,32 @@ def test_a_block_is_re_split_as_its_front_advances():
     if drops:
         problems.append(f"{len(drops)} re-splits with an emulated device")
     assert world.allgather_obj(problems) == [[]] * world.size
+
+
+TORCH_THREADS = """
+import sys, torch
+from hpc_picard.arrays import make_backend
+torch.set_num_threads(2)
+make_backend(sys.argv[1])
+print(torch.get_num_threads())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_torch_cpu_backend_uses_one_thread_per_rank_unless_told():
+    """--array-backend torch on the CPU: the sweep's tensor arithmetic takes
+    OMP_NUM_THREADS threads (1 if unset), like a torch model, not torch's default pool
+    on every rank."""
+    import os
+    import subprocess
+    import sys
+
+    def threads(env_threads):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        if env_threads:
+            env["OMP_NUM_THREADS"] = env_threads
+        out = subprocess.run([sys.executable, "-c", TORCH_THREADS, "torch"], env=env,
+                             check=True, capture_output=True, text=True)
+        return int(out.stdout)
+    assert threads(None) == 1
+    assert threads("3") == 3
