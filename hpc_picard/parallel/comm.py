@@ -133,25 +133,11 @@ class Communicator:
         if self.size == 1:
             out[...] = local
             return out
-        host = _host_view(local)
-        size = int(np.prod(tuple(local.shape), dtype=np.int64))
-        send = self._staging("cyclic-send", (size + 1,), np.dtype(np.float64))
-        recv = self._staging("cyclic-recv", (size + 1,), np.dtype(np.float64))
+        _, before, mine = self._affine_exscan(0.0 if self.rank == first else 1.0, local)
         total = self._staging("cyclic-total", tuple(local.shape), np.dtype(np.float64))
-        send[0] = 0.0 if self.rank == first else 1.0
-        if host is not None:
-            send[1:] = host.reshape(-1)
-        else:
-            from .. import devices
-            devices.synchronize(local)
-            _copy_to_host(local, send[1:].reshape(tuple(local.shape)))
-        self._timed(self.comm.Exscan, send, recv, _affine_op())
-        before = recv[1:].reshape(tuple(local.shape))
-        if self.rank == 0:          # MPI leaves rank 0's receive buffer undefined
-            before[...] = 0.0
         last = self.size - 1
         if self.rank == last:       # the sum over ranks first .. P - 1
-            np.add(send[1:].reshape(total.shape), 0.0 if last == first else before, out=total)
+            np.add(mine, 0.0 if last == first else before, out=total)
         self._timed(self.comm.Bcast, total, last)
         if self.rank <= first:      # after ranks first .. P - 1, the ranks below
             np.add(total, before, out=before)
@@ -200,14 +186,30 @@ class Communicator:
         offset = np.ascontiguousarray(offset, dtype=np.float64)
         if self.size == 1:
             return 1.0, np.zeros_like(offset)
-        send = np.empty(offset.size + 1)
+        factor, before, _ = self._affine_exscan(factor, offset)
+        return factor, before.copy()
+
+    def _affine_exscan(self, factor: float, local) -> tuple:
+        """The Exscan of :meth:`exscan_affine` through reused host buffers: (factor,
+        offset) of the maps composed below this rank, and ``local`` as sent (host
+        float64); both arrays are views of the buffers, valid until the next call.
+        ``local``: numpy, torch or cupy."""
+        shape = tuple(local.shape)
+        size = int(np.prod(shape, dtype=np.int64))
+        send = self._staging("affine-send", (size + 1,), np.dtype(np.float64))
+        recv = self._staging("affine-recv", (size + 1,), np.dtype(np.float64))
         send[0] = factor
-        send[1:] = offset.ravel()
-        out = np.empty_like(send)
-        self._timed(self.comm.Exscan, send, out, _affine_op())
-        if self.rank == 0:
-            return 1.0, np.zeros_like(offset)
-        return float(out[0]), out[1:].reshape(offset.shape)
+        host = _host_view(local)
+        if host is not None:
+            send[1:] = host.reshape(-1)
+        else:
+            from .. import devices
+            devices.synchronize(local)
+            _copy_to_host(local, send[1:].reshape(shape))
+        self._timed(self.comm.Exscan, send, recv, _affine_op())
+        if self.rank == 0:          # MPI leaves rank 0's receive buffer undefined
+            recv[0], recv[1:] = 1.0, 0.0
+        return float(recv[0]), recv[1:].reshape(shape), send[1:].reshape(shape)
 
     def allreduce_sum(self, local):
         """Sum over ranks of a float64 array (numpy or device array, returned alike)."""

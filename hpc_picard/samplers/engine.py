@@ -625,7 +625,7 @@ class RingWindow:
         self.describe = describe or (lambda j: f"slice {j}")
         self._allocate(c)
         self.offset, self.size = 0, self.ring
-        self.evaluations = self.sweeps = 0
+        self.evaluations = 0
         self.residual, self.first_failing = np.inf, 0
         self._r_positions, self._r_values = np.empty(0, dtype=np.int64), np.empty(0)
         self._occ = np.arange(self.lo, self.hi, dtype=np.int64)
@@ -736,17 +736,13 @@ class RingWindow:
             if not be.all_finite(self._cum[run[1] - 1]):
                 self._raise_non_finite(run)
         if not alone:
-            if self.runs:
-                opening = self.runs[0] if leads[0] == "start" else self.runs[-1]
-                local = self._cum[opening[1] - 1]
-            else:
-                local = self._zero
+            # the opening run's total on the first rank, the one run's on the others
+            local = self._cum[self.runs[0][1] - 1] if self.runs else self._zero
             self.comm.cyclic_exscan_into(self.first_rank, local, self._received)
             for chunk in self._chunks:
                 for run, lead in zip(self.runs, leads):
                     self._rebuild_run(run, chunk, folded=lead == "start")
         self.evaluations += self.size
-        self.sweeps += 1
         self._verdict()
 
     def _accumulate(self, run, lead: str, chunk, previous):
@@ -755,9 +751,9 @@ class RingWindow:
         row once its own increment (which may read its old state) is formed. Returns
         the run's last prefix-sum row (the next run's "previous")."""
         be, k0, k1, i0 = self.backend, *run
-        cum, fixed = self._cum[:, chunk], None
+        cum = self._cum[:, chunk]
         scores, old = self._scores[:, chunk], self._states[:, chunk]
-        rebuild = lead != "scan" and self.comm.size == 1
+        rebuild = self.comm.size == 1     # alone, every base is known as it goes
         for k in range(k0, k1):
             j, row = int(self._occ[k]), cum[k]
             be.scale_into(scores[k], self._weight[j], out=row)

@@ -39,8 +39,6 @@ both parts (additive) can converge faster.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ..parallel import balanced_range
@@ -124,7 +122,7 @@ class ParadigmsSampler(Sampler):
         times = grid.all_times()                                  # forward times, T -> delta
         steps = times[:-1] - times[1:]
         total = len(steps)
-        keys = [(b.index, j) for b in grid.blocks for j in range(b.num_slices)]
+        keys = [(block, j) for block in grid.blocks for j in range(block.num_slices)]
         _, c, b = step_coefficients(steps, self.path)
         y0 = np.asarray(y0)
         S, d = y0.shape
@@ -138,19 +136,14 @@ class ParadigmsSampler(Sampler):
 
         def draw(j: int, out: np.ndarray):
             """b_j xi_j in the frame, for global slice j, into out (S, d)."""
-            from .. import noise
-            started = time.perf_counter()
-            block_index, local = keys[j]
-            noise.gaussian(self.ctx.seed, noise.STREAM_INCREMENT, block_index, local,
-                           self.ctx.samples, d, out=out)
-            out *= factor[j] * b[j]
-            self.ctx.timers.noise_seconds += time.perf_counter() - started
+            block, local = keys[j]
+            self.increments(block, [local], out=out[None], scale=[factor[j] * b[j]])
 
         engine = RingWindow(self.ctx.comm, self.ctx.verdicts, self.ctx.backend, self.ctx.dtype,
                             (S, d))
         engine.start(y0, total, self.window, growth=growth, weight=factor * c,
                      scale=step_noise_scale(steps) * d, draw=draw, linear=linear, tol=self.tol,
-                     describe=lambda j: "block {}, slice {}".format(*keys[j]))
+                     describe=lambda j: f"block {keys[j][0].index}, slice {keys[j][1]}")
         rounds, accepted_residual = 0, 0.0
         while True:
             for x, slices, out in engine.pending():
