@@ -36,7 +36,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[mpi-wheel,test,plot,models]' $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[mpi-wheel,test,plot,models,fast]' $(TORCH_SPEC)
 	@touch $(STAMP)
 
 run: install

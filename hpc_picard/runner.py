@@ -72,7 +72,7 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     else the one ``config.model`` names. Its d is the run's: ``config.dim`` 0 takes it,
     a different one raises ConfigError on every rank before any sampling.
     """
-    from . import arrays, devices
+    from . import arrays, devices, kernels
     start = time.perf_counter()
     arrays.keep_freed_memory()      # a model's temporaries reuse memory, not fresh pages
     # Placement is collective (the node-local split), so every rank does it, and
@@ -107,6 +107,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
                                                   placement.torch_device),
                              latency=EmulatedLatency.parse(config.emulate_latency))
     sampler = build_sampler(config, context)
+    if sampler.host_kernels and context.backend.name == "numpy":
+        kernels.warm_up(context.dtype)      # import numba and load (or compile) them now
     # imports, placement and the model build: not sampling, and not "arithmetic" either
     setup_seconds = time.perf_counter() - start
 

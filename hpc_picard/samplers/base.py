@@ -117,6 +117,9 @@ class Sampler:
     #: the RunConfig options this sampler reads (samplers/options.py); each becomes a
     #: config field, a TOML key and a command-line flag
     options: tuple = ()
+    #: whether its sweeps run the engine's compiled host kernels (kernels.py) on the
+    #: numpy backend; the runner then loads them before sampling starts
+    host_kernels = False
 
     # -- the class's answers about a configuration (no run, no MPI) -------------------
     @classmethod

@@ -47,7 +47,11 @@ are float64 (sums of many small increments), residuals are accumulated in float6
 The arithmetic of a sweep is memory-bound, so it is fused by cache blocking: rows in
 order, on the host in blocks of samples, each row's increment, prefix sum, state and
 move formed while the block is in cache (:meth:`BlockSweep._sweep_rows`; without
-Anderson mixing the states are updated in place). docs/design.md has the measurements.
+Anderson mixing the states are updated in place). On one rank the prefix sums are not
+stored at all (:meth:`BlockSweep._sweep_running`). On numpy arrays with one component
+and no lagged term the same arithmetic runs as compiled kernels where numba is
+installed (hpc_picard/kernels.py), with the same states bit for bit. docs/design.md
+has the measurements.
 
 Usage (one block of PIADM, see piadm.py for the whole thing)::
 
@@ -63,7 +67,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..parallel import balanced_range
+
+
 
 
 def exact_sweeps_evaluations(slices: int, sweeps: int) -> tuple:
@@ -133,6 +140,8 @@ class BlockSweep:
         per_block = be.block_numbers // (self.components * rest) if be.block_numbers else samples
         width = min(samples, max(1, per_block))
         self._chunks = [slice(a, min(a + width, samples)) for a in range(0, samples, width)]
+        self._width = width
+        self._slots = np.zeros(rows, dtype=np.int64)     # kernels.accumulate: one buffer
         # one block of work rows: (C + 2) float64 (base + prefix, the 2 x 2 growth's
         # sums) and the state differences
         self._work = be.empty((self.components + 2, width) + row[2:], np.float64)
@@ -170,6 +179,8 @@ class BlockSweep:
         # (numpy's float64 scalars cost numpy a third more per call on a 1 MiB block)
         growth = np.asarray(growth, dtype=np.float64)
         self._growth = growth.reshape(len(growth), C, C).tolist()
+        self._growth_array = growth.reshape(-1)
+        self._weight_array = np.asarray(weight, dtype=np.float64).reshape(-1)
         self._weight = np.asarray(weight, dtype=np.float64).reshape(-1, C).tolist()
         self._scale = np.asarray(scale, dtype=np.float64)
         self._linear = None if linear is None else np.asarray(linear, dtype=np.float64).tolist()
@@ -193,6 +204,15 @@ class BlockSweep:
                 if not self.backend.is_host():
                     rows[:self.owned] = self._as_rows(host)
         self.evaluations = 0
+        # One rank, one component, no lagged term: the prefix sums are not stored
+        # (_sweep_running); the fixed rows become their own prefix sums.
+        self._running = self.comm.size == 1 and C == 1 and self._linear is None
+        if self._running:
+            self._start_in_frame(out=self._base)
+            if self._fixed_rows is not None:
+                rows = self._fixed_rows
+                for i in range(1, self.owned):
+                    self.backend.add(rows[i], rows[i - 1], out=rows[i])
         self._reset_window()
 
     def _fixed_buffer(self, index: int):
@@ -266,7 +286,7 @@ class BlockSweep:
         and host arrays only) mixes the new iterate unless the window converged.
         """
         be, n = self.backend, self.owned
-        _, rebuilt = self._live_rows()
+        first, rebuilt = self._live_rows()
         if mixer is None:
             # In place: each row's move is measured before it is overwritten, and a
             # sweep writes the states once instead of a second buffer (memory traffic).
@@ -283,6 +303,8 @@ class BlockSweep:
         self.evaluations += self.size - self.front
         self.sweeps += 1
         self._verdict(max(rebuilt, 1))
+        if self._running and not self.done:
+            self._freeze_into_base(scores, first)
         if mixer is None:
             return
         if not (self.tol_sq > 0 and self.residual <= self.tol_sq):
@@ -308,6 +330,8 @@ class BlockSweep:
         start, is known); with several ranks the rebuild waits for the Exscan.
         ``scores`` None: g is the fixed part alone.
         """
+        if self._running:
+            return self._sweep_running(scores, measure, target)
         be, n = self.backend, self.owned
         first, rebuilt = self._live_rows()
         alone = self.comm.size == 1
@@ -316,20 +340,116 @@ class BlockSweep:
                 # the prefix sums start from G_w^{-1} Y_w: within a window it never
                 # changes, so the prefix sums carry it and rank 0's rebuild is a multiply
                 self._start_in_frame(out=self._base)
-            for chunk in self._chunks:
-                self._accumulate(scores, first, _Block(self, chunk, target),
-                                 rebuild=alone, measure=measure)
+            jit = None if alone or scores is None else self._kernels()
+            if jit is not None:
+                at, fixed = self.offset + self.lo, self._fixed_rows
+                before = (self._cum[first - 1] if first else
+                          self._base if self.comm.rank == 0 else None)
+                fixed = self._zero[None] if fixed is None else fixed[:, 0][None]
+                jit.accumulate(scores, self._weight_array[at + first:at + n], fixed,
+                               self._slots[:n - first], first, self._fixed_rows is not None,
+                               *self._row_or_dummy(before), self._cum[first:n, 0], self._width)
+            else:
+                for chunk in self._chunks:
+                    self._accumulate(scores, first, _Block(self, chunk, target),
+                                     rebuild=alone, measure=measure)
             if not be.all_finite(self._cum[n - 1]):
                 self._raise_non_finite(scores, first)
         if self.comm.size > 1:
             # rank 0 takes part too; its base, the start, stays as it is
             send = self._cum[n - 1] if n else self._zero
             self.comm.exscan_sum_into(send, self._base if self.comm.rank else self._received)
-        if not alone:
+        if alone:
+            return
+        jit = self._kernels()
+        if jit is None:
             for chunk in self._chunks:
                 block = _Block(self, chunk, target)
                 for m in range(rebuilt, n + 1):
                     self._rebuild_row(m, block, measure)
+            return
+        at, old, new = self.offset + self.lo, self._states[self.current][:, 0], self._states[target][:, 0]
+        m = rebuilt
+        if m == 0:                      # a first row that is not the start: Y = G base
+            jit.rebuild(self._base, *self._row_or_dummy(None), self._growth_array[at:at + 1],
+                        old[:1], new[:1], self._moved[:1], self._width)
+            m = 1
+        if m <= n:
+            plus = None if self.comm.rank == 0 else self._base     # rank 0: in the sums
+            jit.rebuild(self._cum[m - 1:n, 0], *self._row_or_dummy(plus),
+                        self._growth_array[at + m:at + n + 1], old[m:n + 1], new[m:n + 1],
+                        self._moved[m:n + 1], self._width)
+
+    def _sweep_running(self, scores, measure: bool, target: int):
+        """One rank: :meth:`_sweep_rows` without storing the prefix sums.
+
+        The start is known, so each row is rebuilt as soon as its prefix sum is formed,
+        and the prefix sum needs to outlive the row only at the front: the sweep keeps
+        a running sum of the scores' increments per block of samples, starting from
+        ``_base`` (G_w^{-1} Y_w plus the increments of the frozen slices, advanced by
+        :meth:`_freeze_into_base`), and adds the fixed rows, which :meth:`start` turned
+        into their own prefix sums: Y_{i+1} = G_{i+1} (running_i + fixed prefix_i).
+        A sweep then reads the scores and the fixed rows and reads and writes the
+        states: no prefix-sum rows are written and read back.
+        """
+        be, n = self.backend, self.owned
+        first, _ = self._live_rows()
+        at, fixed = self.offset + self.lo, self._fixed_rows
+        jit = self._kernels()
+        if jit is not None and scores is not None:
+            states = self._states[self.current][:n + 1, 0]
+            jit.sweep_running(scores, self._weight_array[at:at + n], *self._rows_or_dummy(fixed),
+                              self._base[0], self._growth_array[at:at + n + 1], states,
+                              self._states[target][:n + 1, 0], self._moved, first, self._width)
+        else:
+            for chunk in self._chunks:
+                v = _Block(self, chunk, target)
+                running, term, u = v.work[0:1], v.work[1], v.work[2:3]
+                be.copy(v.base, running)
+                for i in range(first, n):
+                    if scores is not None:
+                        be.scale_into(scores[i - first, chunk], self._weight[at + i][0], out=term)
+                        be.add(running[0], term, out=running[0])
+                    if fixed is None:
+                        self._store(i + 1, running, v, measure)
+                    else:
+                        be.add(running, fixed[i, :, chunk], out=u)
+                        self._store(i + 1, u, v, measure)
+        if first < n and not be.all_finite(self._states[target][n]):
+            self._raise_non_finite(scores, first)
+
+    def _kernels(self):
+        """The compiled kernels (kernels.py) where they apply: numpy arrays, one
+        component, no lagged term; else None (the backend's operations)."""
+        if self.backend.name != "numpy" or self.components != 1 or self._linear is not None:
+            return None
+        return kernels.get()
+
+    def _rows_or_dummy(self, rows):
+        """For a kernel: (rows (J, S, d), True) of rows (J, 1, S, d), or a stand-in and
+        False for None."""
+        if rows is None:
+            return self._zero, False
+        return rows[:, 0], True
+
+    def _row_or_dummy(self, row):
+        """For a kernel: (row (S, d), True) of a row (1, S, d), or a stand-in and False
+        for None."""
+        if row is None:
+            return self._zero[0], False
+        return row[0], True
+
+    def _freeze_into_base(self, scores, first: int):
+        """One rank, after the verdict: the score increments of the slices that just
+        froze join ``_base``, with the same operations as the sweep's running sum (so
+        the same numbers as if it had been stored)."""
+        be, at = self.backend, self.offset + self.lo
+        now, _ = self._live_rows()
+        for chunk in self._chunks:
+            running, term = self._base[0, chunk], self._work[1, :chunk.stop - chunk.start]
+            for i in range(first, now):
+                be.scale_into(scores[i - first, chunk], self._weight[at + i][0], out=term)
+                be.add(running, term, out=running)
 
     def _accumulate(self, scores, first: int, v, rebuild: bool, measure: bool):
         """Rows first .. owned - 1 of g and its prefix sum, for the samples of block
@@ -366,17 +486,24 @@ class BlockSweep:
         """Y_m = G_m (base + prefix_{m-1}) for this rank's row m and the samples of
         block ``v``, into its target state buffer; ``measure``: its squared move from
         the current state, summed over d, into the residual rows."""
-        be, C = self.backend, self.components
-        out = v.target[m]
-        # measured in place: formed aside, compared with the old state, then stored
-        new = v.fresh if measure and v.in_place else out
+        C = self.components
         if m == 0:
             u = v.base
         elif self.comm.rank == 0:       # the start is in the prefix sums already
             u = v.cum[m - 1]
         else:
             u = v.work[:C]
-            be.add(v.cum[m - 1], v.base, out=u)
+            self.backend.add(v.cum[m - 1], v.base, out=u)
+        self._store(m, u, v, measure)
+
+    def _store(self, m: int, u, v, measure: bool):
+        """Y_m = G_m u, u (C, block samples, ...) in float64, for row m and the samples
+        of block ``v``, into its target state buffer; ``measure``: its squared move
+        from the current state, summed over d, into the residual rows."""
+        be, C = self.backend, self.components
+        out = v.target[m]
+        # measured in place: formed aside, compared with the old state, then stored
+        new = v.fresh if measure and v.in_place else out
         g = self._growth[self.offset + self.lo + m]
         if C == 1:
             be.multiply(u[0], g[0][0], out=new[0])
@@ -616,8 +743,10 @@ class RingWindow:
                             for r in range(self.comm.size)]
         self.lo, self.hi = self.ring_ranges[self.comm.rank]
         self.owned = c = self.hi - self.lo
-        self._growth = np.asarray(growth, dtype=np.float64).tolist()
-        self._weight = np.asarray(weight, dtype=np.float64).tolist()
+        self._growth_array = np.asarray(growth, dtype=np.float64)
+        self._weight_array = np.asarray(weight, dtype=np.float64)
+        self._growth = self._growth_array.tolist()
+        self._weight = self._weight_array.tolist()
         self._scale = np.asarray(scale, dtype=np.float64)
         self._linear = None if linear is None else np.asarray(linear, dtype=np.float64).tolist()
         self.tol_sq = float(tol) ** 2
@@ -653,6 +782,7 @@ class RingWindow:
         per_block = be.block_numbers // d if be.block_numbers else S
         width = min(S, max(1, per_block))
         self._chunks = [slice(a, min(a + width, S)) for a in range(0, S, width)]
+        self._width = width
         self._work = be.empty((width, d), np.float64)
         self._diff = be.empty((width, d), self.dtype)
         self._fresh = be.empty((width, d), self.dtype)
@@ -728,10 +858,15 @@ class RingWindow:
         if self.runs and leads[0] == "start":
             k0 = self.runs[0][0]
             be.multiply(self._states[k0], 1.0 / self._growth[self.offset], out=self._base)
-        for chunk in self._chunks:
-            previous = None
-            for run, lead in zip(self.runs, leads):
-                previous = self._accumulate(run, lead, chunk, previous)
+        # compiled kernels (kernels.py) on numpy arrays, exponential form
+        jit = kernels.get() if be.name == "numpy" and self._linear is None else None
+        if jit is not None:
+            self._accumulate_jit(jit, leads)
+        else:
+            for chunk in self._chunks:
+                previous = None
+                for run, lead in zip(self.runs, leads):
+                    previous = self._accumulate(run, lead, chunk, previous)
         for run in self.runs:
             if not be.all_finite(self._cum[run[1] - 1]):
                 self._raise_non_finite(run)
@@ -739,6 +874,9 @@ class RingWindow:
             # the opening run's total on the first rank, the one run's on the others
             local = self._cum[self.runs[0][1] - 1] if self.runs else self._zero
             self.comm.cyclic_exscan_into(self.first_rank, local, self._received)
+        if jit is not None:
+            self._rebuild_jit(jit, leads)
+        elif not alone:
             for chunk in self._chunks:
                 for run, lead in zip(self.runs, leads):
                     self._rebuild_run(run, chunk, folded=lead == "start")
@@ -772,6 +910,43 @@ class RingWindow:
         if rebuild and i0 + k1 - k0 == self.size:
             self._rebuild(self.owned, cum[k1 - 1], chunk)
         return cum[k1 - 1]
+
+    def _accumulate_jit(self, jit, leads):
+        """:meth:`_accumulate` for every run and sample at once, compiled (no rebuild:
+        :meth:`_rebuild_jit` follows)."""
+        previous = None
+        for (k0, k1, _), lead in zip(self.runs, leads):
+            before = self._base if lead == "start" else previous if lead == "follow" else None
+            weight = self._weight_array[self._occ[k0:k1]]
+            jit.accumulate(self._scores[k0:k1], weight, self._fixed, self._slot[k0:k1],
+                           k0, True, self._zero if before is None else before,
+                           before is not None, self._cum[k0:k1], self._width)
+            previous = self._cum[k1 - 1]
+
+    def _rebuild_jit(self, jit, leads):
+        """The runs' rows rebuilt, compiled, after the scan (several ranks) or the
+        prefix sums (one rank): a run's first row from its base (the previous run's
+        last prefix sum, or the scan's; the opening run's first row is the start), the
+        others from the row before's prefix sum plus the scan's base, if any."""
+        states, moved, w = self._states, self._moved, self._width
+        end = self._growth_array[self.offset + self.size:self.offset + self.size + 1]
+        previous = None
+        for (k0, k1, i0), lead in zip(self.runs, leads):
+            growth = self._growth_array[self._occ[k0:k1]]
+            plus = self._received if lead == "scan" else None
+            add = (self._zero if plus is None else plus, plus is not None)
+            if lead != "start":
+                base = previous if lead == "follow" else self._received
+                jit.rebuild(base[None], self._zero, False, growth[:1],
+                            states[k0:k0 + 1], states[k0:k0 + 1], moved[k0:k0 + 1], w)
+            if k1 - k0 > 1:
+                jit.rebuild(self._cum[k0:k1 - 1], *add, growth[1:], states[k0 + 1:k1],
+                            states[k0 + 1:k1], moved[k0 + 1:k1], w)
+            if i0 + k1 - k0 == self.size:           # this run closes the window: its end
+                last = slice(self.owned, self.owned + 1)
+                jit.rebuild(self._cum[k1 - 1:k1], *add, end, states[last], states[last],
+                            moved[last], w)
+            previous = self._cum[k1 - 1]
 
     def _rebuild_run(self, run, chunk, folded: bool):
         """A run's rows after the scan: Y = G (base + prefix), the base the scan's

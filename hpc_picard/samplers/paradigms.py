@@ -102,6 +102,7 @@ class ParadigmsSampler(Sampler):
         self.window = int(window)
         self.tol = float(tol)
         self.form = form
+        self.host_kernels = form == "exponential"       # the additive form has a lagged term
 
     @classmethod
     def from_config(cls, config, context):

@@ -131,6 +131,7 @@ class PicardSampler(Sampler):
         # The wavefront sweeps the whole trajectory (run_trajectory), not block by block,
         # and checkpoints its window (runner.py).
         self.whole_trajectory = self.window_checkpoints = schedule == "wavefront"
+        self.host_kernels = schedule == "blockwise"     # the wavefront has its own window
         self.corrector = None
 
     def history_width(self) -> int:
