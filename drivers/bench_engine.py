@@ -148,8 +148,8 @@ def main():
         print(f"{label:<20}{'before':>7}{b[0]:>7}{b[1]:>7}{b[2]:>8.1f}{b[3]:>6}%{b[4]:>5}%"
               f"{b[5]:>6}%{'-':>7}{b[6]:>6}%")
         print(f"{'':<20}{'now':>7}{row['rounds']:>7}{row['evaluations']:>7}{wall:>8.1f}"
-              f"{share['score']:>6.0f}%{share['comm']:>5.0f}%{share['noise']:>6.0f}%"
-              f"{share['setup']:>6.0f}%{other:>6.0f}%{row['spectrum']:>10.4f}{row['kl']:>8.4f}",
+              f"{share['score']:>6.1f}%{share['comm']:>5.1f}%{share['noise']:>6.1f}%"
+              f"{share['setup']:>6.1f}%{other:>6.1f}%{row['spectrum']:>10.4f}{row['kl']:>8.4f}",
               flush=True)
 
 

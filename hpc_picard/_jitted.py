@@ -97,3 +97,31 @@ def rebuild(us, add, has_add, growth, old, new, moved, width):
                     y_new[e] = g * x
                     diff[e] = y_new[e] - o
                 moved[k, a] = sum_squares(diff)
+
+
+@numba.njit(nogil=True, cache=True)
+def add_increments(scores, weight, running):
+    """running += weight[k] scores[k] for k = 0 .. K - 1, in order: the running sum of
+    :func:`sweep_running`, taken on over rows that froze (the same operations)."""
+    K = scores.shape[0]
+    S, d = running.shape
+    for a in range(S):
+        r_row = running[a]
+        for k in range(K):
+            w = weight[k]
+            s = scores[k, a]
+            for e in range(d):
+                r_row[e] = r_row[e] + w * np.float64(s[e])
+
+
+@numba.njit(nogil=True, cache=True)
+def prefix_rows(rows):
+    """rows[k] = rows[k] + rows[k - 1] for k = 1 .. K - 1, in place: inclusive prefix
+    sums along the first axis, as numpy's row-by-row additions."""
+    K = rows.shape[0]
+    S, d = rows.shape[1], rows.shape[2]
+    for a in range(S):
+        for k in range(1, K):
+            row, prev = rows[k, a], rows[k - 1, a]
+            for e in range(d):
+                row[e] = row[e] + prev[e]

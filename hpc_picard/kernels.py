@@ -10,7 +10,9 @@ one compiled pass per row instead, for one-component states on the numpy backend
 - :func:`sweep_running`: one rank's whole sweep, the prefix sums never stored
   (BlockSweep._sweep_running);
 - :func:`accumulate`: increments and their prefix sums, before the Exscan;
-- :func:`rebuild`: the states from their prefix sums and bases, after it.
+- :func:`rebuild`: the states from their prefix sums and bases, after it;
+- :func:`prefix_rows` and :func:`add_increments`: one rank's fixed rows made their own
+  prefix sums, and the frozen slices' increments taken into its running sum.
 
 Every elementwise operation is numpy's, in numpy's order and precision (numba does not
 fuse a multiply and an add unless told to), so the states are those of the numpy
@@ -63,4 +65,6 @@ def warm_up(dtype) -> bool:
     jit.accumulate(states[:1], one, rows[None], np.zeros(1, dtype=np.int64), 0, True, row,
                    True, rows, S)
     jit.rebuild(rows, row, True, one, states[:1], states[:1], moved[:1], S)
+    jit.add_increments(states[:1], one, row)
+    jit.prefix_rows(rows)
     return True

@@ -30,7 +30,7 @@ class Counting:
 
     def __init__(self, jit):
         self.calls = {}
-        for name in ("sweep_running", "accumulate", "rebuild"):
+        for name in ("sweep_running", "accumulate", "rebuild", "add_increments", "prefix_rows"):
             setattr(self, name, self._counted(name, getattr(jit, name)))
 
     def _counted(self, name, kernel):
@@ -66,6 +66,8 @@ def test_kernels_give_numpys_states_bit_for_bit(sampler, options, monkeypatch):
         assert calls["accumulate"] > 0 and calls["rebuild"] > 0
     else:                                   # one rank: the running sweep
         assert calls["sweep_running"] > 0 and "accumulate" not in calls
+        if sampler == "piadm-sde":                # fixed rows: the SDE path
+            assert calls["add_increments"] > 0 and calls["prefix_rows"] > 0
 
 
 def test_no_kernels_without_numba_or_when_turned_off(monkeypatch):
@@ -83,7 +85,8 @@ from hpc_picard.config import RunConfig
 from hpc_picard.parallel import Communicator
 from hpc_picard.runner import run
 jit = kernels.get()
-counts = lambda: [len(f.signatures) for f in (jit.sweep_running, jit.accumulate, jit.rebuild)]
+kinds = (jit.sweep_running, jit.accumulate, jit.rebuild, jit.add_increments, jit.prefix_rows)
+counts = lambda: [len(f.signatures) for f in kinds]
 loaded = {}
 for dtype in ("float64", "float32"):
     kernels.warm_up(dtype)
@@ -104,8 +107,8 @@ def test_warm_up_loads_every_kernel_a_run_calls():
                          text=True, timeout=280, env={**os.environ, "HPC_PICARD_NO_JIT": ""})
     assert out.returncode == 0, out.stderr
     loaded = json.loads(out.stdout)
-    assert loaded["float64"] == [1, 1, 1] == loaded["float64 after runs"]
-    assert loaded["float32"] == [2, 2, 2] == loaded["float32 after runs"]
+    assert loaded["float64"] == [1] * 5 == loaded["float64 after runs"]
+    assert loaded["float32"] == [2, 2, 2, 2, 1] == loaded["float32 after runs"]
 
 
 @pytest.mark.timeout(120)

@@ -209,8 +209,10 @@ class BlockSweep:
         self._running = self.comm.size == 1 and C == 1 and self._linear is None
         if self._running:
             self._start_in_frame(out=self._base)
-            if self._fixed_rows is not None:
-                rows = self._fixed_rows
+            rows, jit = self._fixed_rows, self._kernels()
+            if rows is not None and jit is not None:
+                jit.prefix_rows(rows[:self.owned, 0])
+            elif rows is not None:
                 for i in range(1, self.owned):
                     self.backend.add(rows[i], rows[i - 1], out=rows[i])
         self._reset_window()
@@ -445,6 +447,11 @@ class BlockSweep:
         the same numbers as if it had been stored)."""
         be, at = self.backend, self.offset + self.lo
         now, _ = self._live_rows()
+        jit = self._kernels()
+        if jit is not None and now > first:
+            jit.add_increments(scores[:now - first], self._weight_array[at + first:at + now],
+                               self._base[0])
+            return
         for chunk in self._chunks:
             running, term = self._base[0, chunk], self._work[1, :chunk.stop - chunk.start]
             for i in range(first, now):
