@@ -109,7 +109,8 @@ def run(config: RunConfig, world: Communicator, model=None, on_block=None,
     sampler = build_sampler(config, context)
     if sampler.host_kernels and context.backend.name == "numpy":
         kernels.warm_up(context.dtype)      # import numba and load (or compile) them now
-    # imports, placement and the model build: not sampling, and not "arithmetic" either
+    # imports, placement, the model build and the compiled kernels' loading: not
+    # sampling, and not "arithmetic" either
     setup_seconds = time.perf_counter() - start
 
     io_seconds = 0.0

@@ -71,8 +71,6 @@ from .. import kernels
 from ..parallel import balanced_range
 
 
-
-
 def exact_sweeps_evaluations(slices: int, sweeps: int) -> tuple:
     """(sweeps made, score evaluations per sample) of at most ``sweeps`` sweeps over
     ``slices`` slices when only exact slices freeze (tol = 0): sweep k scores slices
@@ -179,9 +177,10 @@ class BlockSweep:
         # (numpy's float64 scalars cost numpy a third more per call on a 1 MiB block)
         growth = np.asarray(growth, dtype=np.float64)
         self._growth = growth.reshape(len(growth), C, C).tolist()
+        # and the same as arrays, for the compiled kernels (C = 1)
         self._growth_array = growth.reshape(-1)
         self._weight_array = np.asarray(weight, dtype=np.float64).reshape(-1)
-        self._weight = np.asarray(weight, dtype=np.float64).reshape(-1, C).tolist()
+        self._weight = self._weight_array.reshape(-1, C).tolist()
         self._scale = np.asarray(scale, dtype=np.float64)
         self._linear = None if linear is None else np.asarray(linear, dtype=np.float64).tolist()
         rows = self.owned + 1
@@ -347,9 +346,10 @@ class BlockSweep:
                 at, fixed = self.offset + self.lo, self._fixed_rows
                 before = (self._cum[first - 1] if first else
                           self._base if self.comm.rank == 0 else None)
-                fixed = self._zero[None] if fixed is None else fixed[:, 0][None]
-                jit.accumulate(scores, self._weight_array[at + first:at + n], fixed,
-                               self._slots[:n - first], first, self._fixed_rows is not None,
+                # the fixed rows as one of the ring's buffers: (1, rows, S, d), from row first
+                rows = self._zero[None] if fixed is None else fixed[:, 0][None]
+                jit.accumulate(scores, self._weight_array[at + first:at + n], rows,
+                               self._slots[:n - first], first, fixed is not None,
                                *self._row_or_dummy(before), self._cum[first:n, 0], self._width)
             else:
                 for chunk in self._chunks:
