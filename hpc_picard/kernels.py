@@ -2,8 +2,8 @@
 
 A sweep's arithmetic on the host is memory-bound: as numpy operations, each row of
 each block of samples goes through about seven passes (increment, running sum, state,
-difference, squared move, store), and the cache-blocked passes still cost a third more
-than the reads they need. Where numba is installed (the ``fast`` extra, which
+difference, squared move, store), cache-blocked, at about 1.6x the cost of one compiled
+pass (docs/design.md). Where numba is installed (the ``fast`` extra, which
 ``make install`` installs), the engine (samplers/engine.py) runs the same arithmetic as
 one compiled pass per row instead, for one-component states on the numpy backend:
 
@@ -16,11 +16,12 @@ one compiled pass per row instead, for one-component states on the numpy backend
 
 Every elementwise operation is numpy's, in numpy's order and precision (numba does not
 fuse a multiply and an add unless told to), so the states are those of the numpy
-operations bit for bit (tests/test_engine.py); only the squared moves, reductions, are
+operations bit for bit (tests/test_kernels.py); only the squared moves, reductions, are
 summed in another order. Without numba, or with ``HPC_PICARD_NO_JIT=1`` set, or where
-:func:`get` is told not to, the engine runs the numpy operations. The functions are
-compiled on first use and cached next to this file (numba's ``cache=True``; a
-read-only install caches under ``NUMBA_CACHE_DIR``).
+:data:`enabled` is False, the engine runs the numpy operations. The kernels are
+compiled on first use and cached next to _jitted.py (numba's ``cache=True``; a
+read-only install caches in the user's cache folder, or ``NUMBA_CACHE_DIR``); the
+runner loads them before sampling (:func:`warm_up`).
 """
 from __future__ import annotations
 
