@@ -11,9 +11,9 @@ where Y_w is the start of the window [w, w + size) being swept (w = 0 for a bloc
 G_m the integrating factor (e^{tau_m} for PIADM, the 2 x 2 e^{A tau_m} for the
 corrector's (X, V) pairs, 1 for ParaDiGMS' additive form), weight_j the weight of the
 score, fixed_j the part of g_j that no sweep changes (the noise) and linear_j an
-optional lagged linear term (ParaDiGMS' additive form). A state has ``components``
-parts (1; 2 for the corrector's (X, V)) of shape (S, d); the score is evaluated at
-component 0.
+optional lagged linear term (ParaDiGMS' additive form: the ring only). A state has
+``components`` parts (1; 2 for the corrector's (X, V)) of shape (S, d); the score is
+evaluated at component 0.
 
 One :meth:`BlockSweep.sweep`, for the window's slices spread over the ranks of the
 time communicator (rank r owns the contiguous slices [lo, hi), balanced):
@@ -150,7 +150,7 @@ class BlockSweep:
         self._received = be.empty(row, np.float64)
         self._end = be.empty(row, self.dtype)
 
-    def start(self, y0, growth, weight, scale, fixed=None, linear=None, tol: float = 0.0,
+    def start(self, y0, growth, weight, scale, fixed=None, tol: float = 0.0,
               freeze: bool = True, offset: int = 0, describe=None):
         """Begin sweeping the window [offset, offset + size) from the constant guess Y_w.
 
@@ -162,7 +162,6 @@ class BlockSweep:
                 or backend array, or a function fixed(out) that writes them into out, a
                 host float64 array of that shape (the engine's own rows on a host
                 backend: no copy); None: zero;
-        linear: the coefficient of Y_j in g_j per slice, (L,), or None;
         tol:    the residual tolerance (tol^2 bounds r_m); 0: only exact slices freeze;
         freeze: False keeps slices live however little they move (only exact ones
                 freeze: Anderson mixing needs every row);
@@ -182,7 +181,6 @@ class BlockSweep:
         self._weight_array = np.asarray(weight, dtype=np.float64).reshape(-1)
         self._weight = self._weight_array.reshape(-1, C).tolist()
         self._scale = np.asarray(scale, dtype=np.float64)
-        self._linear = None if linear is None else np.asarray(linear, dtype=np.float64).tolist()
         rows = self.owned + 1
         self.current = 0
         self._states[0][:rows] = self._as_row(y0)
@@ -203,9 +201,9 @@ class BlockSweep:
                 if not self.backend.is_host():
                     rows[:self.owned] = self._as_rows(host)
         self.evaluations = 0
-        # One rank, one component, no lagged term: the prefix sums are not stored
-        # (_sweep_running); the fixed rows become their own prefix sums.
-        self._running = self.comm.size == 1 and C == 1 and self._linear is None
+        # One rank, one component: the prefix sums are not stored (_sweep_running); the
+        # fixed rows become their own prefix sums.
+        self._running = self.comm.size == 1 and C == 1
         if self._running:
             self._start_in_frame(out=self._base)
             rows, jit = self._fixed_rows, self._kernels()
@@ -400,7 +398,8 @@ class BlockSweep:
         jit = self._kernels()
         if jit is not None and scores is not None:
             states = self._states[self.current][:n + 1, 0]
-            jit.sweep_running(scores, self._weight_array[at:at + n], *self._rows_or_dummy(fixed),
+            rows = (self._zero, False) if fixed is None else (fixed[:, 0], True)
+            jit.sweep_running(scores, self._weight_array[at:at + n], *rows,
                               self._base[0], self._growth_array[at:at + n + 1], states,
                               self._states[target][:n + 1, 0], self._moved, first, self._width)
         else:
@@ -421,18 +420,8 @@ class BlockSweep:
             self._raise_non_finite(scores, first)
 
     def _kernels(self):
-        """The compiled kernels (kernels.py) where they apply: numpy arrays, one
-        component, no lagged term; else None (the backend's operations)."""
-        if self.backend.name != "numpy" or self.components != 1 or self._linear is not None:
-            return None
-        return kernels.get()
-
-    def _rows_or_dummy(self, rows):
-        """For a kernel: (rows (J, S, d), True) of rows (J, 1, S, d), or a stand-in and
-        False for None."""
-        if rows is None:
-            return self._zero, False
-        return rows[:, 0], True
+        """The compiled kernels where they apply: one component (_host_kernels)."""
+        return _host_kernels(self.backend, self.components == 1)
 
     def _row_or_dummy(self, row):
         """For a kernel: (row (S, d), True) of a row (1, S, d), or a stand-in and False
@@ -460,8 +449,8 @@ class BlockSweep:
 
     def _accumulate(self, scores, first: int, v, rebuild: bool, measure: bool):
         """Rows first .. owned - 1 of g and its prefix sum, for the samples of block
-        ``v``; ``rebuild`` (one rank alone): rows first + 1 .. owned rebuilt too, each
-        once its own increment (which may read its old state) is formed."""
+        ``v``; ``rebuild`` (one rank alone; two components, else _sweep_running): rows
+        first + 1 .. owned rebuilt too, each right after the prefix sum it needs."""
         be, C, n = self.backend, self.components, self.owned
         cum, at = v.cum, self.offset + self.lo
         fixed = None if self._fixed_rows is None else self._fixed_rows[:, :, v.chunk]
@@ -476,10 +465,6 @@ class BlockSweep:
                     be.scale_into(scores[i - first], weight[a], out=row[a])
                 if fixed is not None:
                     be.add(row, fixed[i], out=row)
-                if self._linear is not None:
-                    lagged = v.work[:C]
-                    be.scale_into(v.old[i], self._linear[at + i], out=lagged)
-                    be.add(row, lagged, out=row)
             if i > 0:                   # continue the running sum
                 be.add(row, cum[i - 1], out=row)
             elif self.comm.rank == 0:   # from the start, in the integrating factor's frame
@@ -681,6 +666,13 @@ def row_plan(held, wanted, rank: int) -> tuple:
     return sends, receives
 
 
+def _host_kernels(backend, applies: bool):
+    """The compiled kernels (kernels.py) for an engine on ``backend`` whose sweep they
+    can do (``applies``: one component, no lagged term); None where they cannot, or
+    there are none: the backend's operations then."""
+    return kernels.get() if applies and backend.name == "numpy" else None
+
+
 def _is_backend_array(backend, array) -> bool:
     if backend.name == "torch":
         return isinstance(array, backend.torch.Tensor)
@@ -866,7 +858,7 @@ class RingWindow:
             k0 = self.runs[0][0]
             be.multiply(self._states[k0], 1.0 / self._growth[self.offset], out=self._base)
         # compiled kernels (kernels.py) on numpy arrays, exponential form
-        jit = kernels.get() if be.name == "numpy" and self._linear is None else None
+        jit = _host_kernels(be, self._linear is None)
         if jit is not None:
             self._accumulate_jit(jit, leads)
         else:
