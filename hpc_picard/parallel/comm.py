@@ -287,6 +287,53 @@ class Communicator:
             _copy_from_host(staged[:received], recv[:received])
         return received
 
+    def send_array(self, array, dest: int, tag: int):
+        """Blocking send of a contiguous array whose shape and dtype the receiver knows
+        (numpy, or device arrays staged through a reused host buffer)."""
+        self._timed(self.comm.Send, _flat(self._readable(array, f"send-{tag}")), dest, tag)
+
+    def recv_array_into(self, out, source: int, tag: int):
+        """Blocking receive of :meth:`send_array`'s array into ``out`` (same shape and
+        dtype; numpy or device arrays)."""
+        host, staged = self._writable(out, f"recv-{tag}")
+        target = host if host.flags.c_contiguous else np.empty(host.shape, host.dtype)
+        self._timed(self.comm.Recv, _flat(target), source, tag)
+        if target is not host:
+            host[...] = target
+        if staged is not None:
+            _copy_from_host(staged, out)
+        return out
+
+    def isend_array(self, array, dest: int, tag: int) -> tuple:
+        """Non-blocking send of a contiguous array: (request, the buffer MPI reads).
+        Keep both until :meth:`wait_all` has completed the request. Device arrays are
+        copied to a new host buffer unless MPI is GPU-aware."""
+        buffer = _host_view(array)
+        if buffer is None:
+            from .. import devices
+            devices.synchronize(array)
+            buffer = array if self.cuda_aware else np.ascontiguousarray(devices.to_host(array))
+        return self.comm.Isend(_flat(buffer), dest, tag), buffer
+
+    def post_recv(self, out: np.ndarray, source: int, tag: int):
+        """Non-blocking receive of a small host array into ``out``: a request for
+        :meth:`test`, :meth:`wait_any` or :meth:`wait_all`."""
+        return self.comm.Irecv(_flat(out), source, tag)
+
+    @staticmethod
+    def test(request) -> bool:
+        """Whether ``request`` has completed (never waits)."""
+        return bool(request.Test())
+
+    def wait_any(self, requests) -> int:
+        """Wait until one of ``requests`` completes; its index."""
+        return int(self._timed(MPI.Request.Waitany, list(requests)))
+
+    def wait_all(self, requests):
+        """Wait until every one of ``requests`` has completed."""
+        if requests:
+            self._timed(MPI.Request.Waitall, list(requests))
+
     def allgather_rows(self, local: np.ndarray, counts) -> np.ndarray:
         """Concatenate every rank's float64 rows (axis 0) on every rank, in rank order.
 

@@ -166,6 +166,8 @@ class Sampler:
 
     def __init__(self, context: SamplerContext, **options):
         self.ctx = context
+        #: --balance (options.BALANCE) for the samplers whose rounds use score_balancer
+        self.balance = options.get("balance", "auto")
 
     def run_block(self, block, y0):  # pragma: no cover
         raise NotImplementedError
@@ -184,6 +186,23 @@ class Sampler:
             engines[key] = BlockSweep(self.ctx.comm, self.ctx.verdicts, self.ctx.backend,
                                       self.ctx.dtype, sample_shape, components)
         return engines[key]
+
+    def score_balancer(self, sample_shape: tuple):
+        """The :class:`~hpc_picard.samplers.balance.ScoreBalancer` that shares each
+        round's score evaluations between the time ranks (``--balance``; auto: on host
+        arrays without an emulated latency), kept from block to block with its speeds."""
+        from .balance import ScoreBalancer
+        balancer = self.__dict__.get("_balancer")
+        if balancer is None or balancer.sample_shape != tuple(sample_shape):
+            backend = self.ctx.backend
+            enabled = self.balance == "on" or (
+                self.balance == "auto" and backend.is_host() and self.ctx.latency is None)
+            S, d = sample_shape
+            rows = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
+            balancer = self._balancer = ScoreBalancer(
+                self.ctx.comm, self.evaluate, backend, self.ctx.dtype, sample_shape,
+                rows_per_call=-(-rows // S), enabled=enabled)
+        return balancer
 
     def score(self, states: np.ndarray, times: np.ndarray, block_index: int,
               first_slice: int, out: np.ndarray | None = None) -> np.ndarray:

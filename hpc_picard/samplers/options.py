@@ -87,6 +87,10 @@ TOL = Option("tol", float, 0.05,
              "Residual tolerance: a block's sweeps stop, a window's states are accepted, once "
              "the residual <= tol (0: never early).", minimum=0)
 
+BALANCE = Option("balance", str, "auto",
+                 "Share each round's score evaluations between time ranks by their measured "
+                 "speed: auto (on host arrays), on or off.", choices=("auto", "on", "off"))
+
 
 def collect_options(samplers: dict) -> dict:
     """Every option of the registered samplers, by name, each with the names of the

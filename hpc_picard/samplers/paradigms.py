@@ -45,7 +45,7 @@ from ..parallel import balanced_range
 from ..process import step_coefficients, step_noise_scale
 from .base import F64, BlockStats, Sampler
 from .engine import RingWindow
-from .options import TOL, Cost, Option
+from .options import BALANCE, TOL, Cost, Option
 
 FORMS = ("exponential", "additive")
 
@@ -64,6 +64,7 @@ class ParadigmsSampler(Sampler):
                "r <= tol^2).", positive=True),
         Option("paradigms_form", str, "exponential", "Window update: exponential (integrating "
                "factor) or additive (the original ParaDiGMS).", choices=FORMS),
+        BALANCE,
     )
 
     @classmethod
@@ -106,7 +107,8 @@ class ParadigmsSampler(Sampler):
 
     @classmethod
     def from_config(cls, config, context):
-        return cls(context, window=config.window, tol=config.tol, form=config.paradigms_form)
+        return cls(context, window=config.window, tol=config.tol, form=config.paradigms_form,
+                   balance=config.balance)
 
     def run_trajectory(self, grid, y0):
         """Sample across every block of ``grid`` from y0, shape (S, d), at reverse time 0.
@@ -145,10 +147,10 @@ class ParadigmsSampler(Sampler):
         engine.start(y0, total, self.window, growth=growth, weight=factor * c,
                      scale=step_noise_scale(steps) * d, draw=draw, linear=linear, tol=self.tol,
                      describe=lambda j: f"block {keys[j][0].index}, slice {keys[j][1]}")
+        balancer = self.score_balancer((S, d))
         rounds, accepted_residual = 0, 0.0
         while True:
-            for x, slices, out in engine.pending():
-                self.evaluate(x, times[slices], out)
+            balancer.score([(x, times[slices], out) for x, slices, out in engine.pending()])
             engine.sweep()
             rounds += 1
             # Slide to the first failing state (accepted: it was rebuilt from accepted

@@ -34,7 +34,7 @@ from .base import F64, BlockStats, Sampler
 from .monitor import SweepMonitor
 from .corrector import LangevinCorrector
 from .engine import exact_sweeps_evaluations
-from .options import PICARD_ITERS, TOL, Cost, Option
+from .options import BALANCE, PICARD_ITERS, TOL, Cost, Option
 from . import wavefront
 
 INITIAL_GUESSES = ("constant", "noise")
@@ -48,7 +48,7 @@ class PicardSampler(Sampler):
     path = "sde"
     time_parallel = True
     options = (
-        PICARD_ITERS, TOL,
+        PICARD_ITERS, TOL, BALANCE,
         Option("initial_guess", str, "constant", "First iterate of a block's sweeps: constant "
                "(Y_0 everywhere) or noise (the noise-only trajectory).", choices=INITIAL_GUESSES),
         Option("accelerate", str, "none", "Mixing of the sweeps.", choices=ACCELERATIONS),
@@ -200,11 +200,12 @@ class PicardSampler(Sampler):
         backend = self.ctx.backend
         resplit = (self.mixer is None and self.ctx.latency is None
                    and (backend is None or backend.is_host()))
+        balancer = self.score_balancer(y0.shape)
         while sweeps < self.picard_iters and not engine.done:
             x, slices = engine.pending()
             first = engine.offset + slices.start
-            scores = self.evaluate(x, times[first:first + len(slices)],
-                                   engine.score_buffer(len(slices)))
+            scores = engine.score_buffer(len(slices))
+            balancer.score([(x, times[first:first + len(slices)], scores)])
             engine.sweep(scores, mixer=self.mixer)
             sweeps += 1
             monitor.check(sweeps, engine.residual)
