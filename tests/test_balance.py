@@ -116,14 +116,19 @@ class FakeComm:
         self.size, self.rank, self.comm_seconds = size, 0, 0.0
 
 
-@pytest.mark.parametrize("mode, size, latency, expected",
-                         [("auto", 2, None, True), ("auto", 1, None, False),
-                          ("auto", 2, object(), False), ("off", 2, None, False),
-                          ("on", 2, object(), True), ("on", 1, None, False)])
-def test_when_stealing_is_on(mode, size, latency, expected):
+class Stealing(base.Sampler):
+    balance_auto = True
+
+
+@pytest.mark.parametrize("cls, mode, size, latency, expected",
+                         [(Stealing, "auto", 2, None, True), (Stealing, "auto", 1, None, False),
+                          (Stealing, "auto", 2, object(), False), (Stealing, "off", 2, None, False),
+                          (Stealing, "on", 2, object(), True), (Stealing, "on", 1, None, False),
+                          (base.Sampler, "auto", 2, None, False), (base.Sampler, "on", 2, None, True)])
+def test_when_stealing_is_on(cls, mode, size, latency, expected):
     ctx = base.SamplerContext(model=None, comm=FakeComm(size), samples=np.arange(S),
                               dtype=np.float64, seed=0, latency=latency)
-    sampler = base.Sampler(ctx, balance=mode)
+    sampler = cls(ctx, balance=mode)
     sampler.ctx.model = type("M", (), {"dim": D})()
     assert sampler.score_balancer((S, D)).enabled is expected
 
@@ -135,8 +140,13 @@ def test_auto_does_not_steal_on_a_device_backend():
     ctx = base.SamplerContext(model=type("M", (), {"dim": D})(), comm=FakeComm(2),
                               samples=np.arange(S), dtype=np.float64, seed=0,
                               backend=DeviceBackend(np))
-    assert not base.Sampler(ctx, balance="auto").score_balancer((S, D)).enabled
-    assert base.Sampler(ctx, balance="on").score_balancer((S, D)).enabled
+    assert not Stealing(ctx, balance="auto").score_balancer((S, D)).enabled
+    assert Stealing(ctx, balance="on").score_balancer((S, D)).enabled
+
+
+def test_auto_steals_for_paradigms_only():
+    from hpc_picard.samplers import SAMPLERS
+    assert [name for name, cls in SAMPLERS.items() if cls.balance_auto] == ["paradigms"]
 
 
 def test_balance_option_is_checked():

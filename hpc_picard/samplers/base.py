@@ -120,6 +120,9 @@ class Sampler:
     #: whether its sweeps run the engine's compiled host kernels (kernels.py) on the
     #: numpy backend; the runner then loads them before sampling starts
     host_kernels = False
+    #: whether ``--balance auto`` steals score evaluations between time ranks on host
+    #: arrays (samplers/balance.py); samplers whose rounds use score_balancer set it
+    balance_auto = False
 
     # -- the class's answers about a configuration (no run, no MPI) -------------------
     @classmethod
@@ -189,14 +192,16 @@ class Sampler:
 
     def score_balancer(self, sample_shape: tuple):
         """The :class:`~hpc_picard.samplers.balance.ScoreBalancer` that shares each
-        round's score evaluations between the time ranks (``--balance``; auto: on host
-        arrays without an emulated latency), kept from block to block with its speeds."""
+        round's score evaluations between the time ranks (``--balance``; auto: where the
+        class's ``balance_auto`` says so, on host arrays without an emulated latency),
+        kept from block to block."""
         from .balance import ScoreBalancer
         balancer = self.__dict__.get("_balancer")
         if balancer is None or balancer.sample_shape != tuple(sample_shape):
             backend = self.ctx.backend
             enabled = self.balance == "on" or (
-                self.balance == "auto" and backend.is_host() and self.ctx.latency is None)
+                self.balance == "auto" and self.balance_auto and backend.is_host()
+                and self.ctx.latency is None)
             S, d = sample_shape
             rows = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
             balancer = self._balancer = ScoreBalancer(

@@ -88,8 +88,8 @@ TOL = Option("tol", float, 0.05,
              "the residual <= tol (0: never early).", minimum=0)
 
 BALANCE = Option("balance", str, "auto",
-                 "Share each round's score evaluations between time ranks by their measured "
-                 "speed: auto (on host arrays), on or off.", choices=("auto", "on", "off"))
+                 "Work stealing of score evaluations between time ranks within a round: auto "
+                 "(paradigms on host arrays), on or off.", choices=("auto", "on", "off"))
 
 
 def collect_options(samplers: dict) -> dict:

@@ -58,6 +58,7 @@ class ParadigmsSampler(Sampler):
     path = "sde"
     time_parallel = True
     whole_trajectory = True
+    balance_auto = True         # --balance auto steals (samplers/balance.py)
     options = (
         TOL,
         Option("window", int, 64, "Slices per sliding window p (a state is accepted once "
