@@ -12,7 +12,7 @@ whose "other" still held its set-up, not measured then). Each run is its own mpi
 run as
 
     .venv/bin/python drivers/bench_engine.py [--dim 4096] [--num-samples 64]
-        [--array-backend numpy|torch] [--phases N]
+        [--array-backend numpy|torch] [--balance auto|on|off] [--phases N]
 
 (`make bench` runs it). Timings depend on the machine's load: compare rows of one run.
 ``--phases N`` instead times one piadm-sde block (block 0, one process, no MPI) N times
@@ -48,7 +48,8 @@ def worker(args):
     install_abort_handler()
     comm = world()
     cfg = RunConfig(model="grf", dim=args.dim, num_samples=args.num_samples, seed=args.seed,
-                    sampler=args.sampler, array_backend=args.array_backend)
+                    sampler=args.sampler, array_backend=args.array_backend,
+                    balance=args.balance)
     cfg.validate(comm.size)
     result = run(cfg, comm)
     if comm.rank == 0:
@@ -110,7 +111,8 @@ def launch(args, sampler: str, ranks: int) -> dict:
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     cmd = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", "--sampler", sampler,
            "--dim", str(args.dim), "--num-samples", str(args.num_samples),
-           "--seed", str(args.seed), "--array-backend", args.array_backend]
+           "--seed", str(args.seed), "--array-backend", args.array_backend,
+           "--balance", args.balance]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         sys.exit(f"bench run {sampler} on {ranks} ranks failed:\n{out.stderr}")
@@ -124,6 +126,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--array-backend", default="numpy")
     parser.add_argument("--sampler", default=None)
+    parser.add_argument("--balance", default="auto", choices=("auto", "on", "off"),
+                        help="work stealing (--balance of picard-sample)")
     parser.add_argument("--phases", type=int, default=0,
                         help="time one piadm-sde block this many times instead (one process)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

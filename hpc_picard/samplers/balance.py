@@ -27,9 +27,11 @@ along the chain: no cycle of waits.
 A slice's score is the model's at the same state and time whichever rank computes it,
 so the samples do not change, provided the model scores each row independently of the
 other rows in its batch (models that do not: round-off differences; ``--balance off``
-keeps every row where it is). ``auto`` steals on host arrays only: a GPU batch has
-spare width, so fewer rows save nothing there and the transfers would only cost; and
-not with ``--emulate-latency``, whose padded calls do not scale with rows.
+keeps every row where it is). ``auto`` steals for the samplers that set
+``Sampler.balance_auto`` (paradigms; piadm's blocks re-split as their front advances
+instead), on host arrays only: a GPU batch has spare width, so fewer rows save nothing
+there and the transfers would only cost; and not with ``--emulate-latency``, whose
+padded calls do not scale with rows.
 """
 from __future__ import annotations
 
