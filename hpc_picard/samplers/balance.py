@@ -12,17 +12,20 @@ change faster than a round.
 :class:`ScoreBalancer` therefore reacts within the round. The states stay where the
 engine put them; only score *evaluations* move. Every rank scores its rows from the
 first, one model call at a time, and between calls looks (without waiting) for a
-request from its thief, the rank before it on the ring of time ranks. A rank that has
-scored all its rows asks its victim, the rank after it, for work, and meanwhile answers
-its own thief "nothing". A victim that sees a request hands over the later half of
-the rows it has not scored yet (their states and times), scores the rest, and receives
-their scores back at the end; the thief scores them and sends the scores back.
+request from its thief, the rank before it on the ring of time ranks. Just before its
+last call a rank asks its victim, the rank after it, for work, so that the answer
+comes while it computes. A victim that sees a request hands over the later half of
+the rows it has not scored yet (their count and pieces, their times, and each piece's
+states straight from the engine's rows), scores the rest, and at the end receives
+their scores into its own score rows; the thief scores them, sends the scores back and
+asks again (before its last call), until the victim answers "nothing". A rank out of
+rows answers its own thief "nothing".
 
-Each rank sends exactly one request and answers exactly one per round, so nobody has
-to detect the end. States go with a blocking send (the thief is waiting for them);
-scores, requests and answers are non-blocking and completed at the end of the round,
-and every wait is for a rank that is only computing or is waiting on a rank further
-along the chain: no cycle of waits.
+A rank asks until it is told "nothing" and answers until it has said "nothing", so
+nobody has to detect the end. Every send is non-blocking and completed at the end of
+the round, before the engine touches the rows; the blocking receives and waits are for
+a rank that is computing (and calls MPI between its calls) or is waiting on a rank
+further along the chain: no cycle of waits.
 
 A slice's score is the model's at the same state and time whichever rank computes it,
 so the samples do not change, provided the model scores each row independently of the
@@ -67,6 +70,8 @@ class ScoreBalancer:
         self.thief = (comm.rank - 1) % comm.size
         self.victim = (comm.rank + 1) % comm.size
         self._buffers = {}
+        self._count = np.zeros(2, dtype=np.int64)      # the victim's answer
+        self._sends, self._answer = [], None
         self.given = self.taken = 0
 
     def _rows(self, role: str, count: int):
@@ -86,56 +91,68 @@ class ScoreBalancer:
             for x, t, out in jobs:
                 self.evaluate(x, t, out)
             return
-        comm, sends, given, taken = self.comm, [], [], 0
+        comm, given, taken = self.comm, [], 0
+        self._sends, self._answer = [], None
         asked = np.zeros(1, dtype=np.int64)
         request = comm.post_recv(asked, self.thief, _REQUEST)
         thief_done = False          # the thief was told "nothing" and asks no more
         queue = list(jobs)          # rows not scored yet, in order
+        left = sum(x.shape[0] for x, _, _ in queue)
         # calls of at most rows_per_call rows, and at least CALLS a round if there are
         # rows enough, so that a request is seen soon after it comes
-        step = min(self.rows_per_call, max(1, -(-sum(x.shape[0] for x, _, _ in queue) // CALLS)))
+        step = min(self.rows_per_call, max(1, -(-left // CALLS)))
         while queue:
             x, t, out = queue[0]
             n = min(step, x.shape[0])
+            if n == left:
+                self._ask()         # before the last call: the answer comes meanwhile
             self.evaluate(x[:n], t[:n], out[:n])
+            left -= n
             queue[0] = (x[n:], t[n:], out[n:])
             if not queue[0][0].shape[0]:
                 queue.pop(0)
             if not thief_done and comm.test(request):
-                pieces = self._give(queue, sends)
+                pieces = self._give(queue)
                 if pieces:
                     given.append(pieces)
+                    left -= sum(out.shape[0] for out in pieces)
                     request = comm.post_recv(asked, self.thief, _REQUEST)
                 else:
                     thief_done = True
-        # this rank's rows are scored: ask the victim for more until it has none, and
+        # this rank's rows are scored: take rows from the victim until it has none, and
         # tell the thief it has none here
-        victim_done, answer, count = False, None, np.zeros(2, dtype=np.int64)
+        victim_done = False
         while not (thief_done and victim_done):
-            if not victim_done and answer is None:
-                self._send_small([0], self.victim, _REQUEST, sends)
-                answer = comm.post_recv(count, self.victim, _ANSWER)
-            waiting = [r for r in (answer, None if thief_done else request) if r is not None]
+            if not victim_done and self._answer is None:
+                self._ask()
+            waiting = [r for r in (self._answer, None if thief_done else request) if r is not None]
             if waiting[comm.wait_any(waiting)] is request:
-                self._send_small([0, 0], self.thief, _ANSWER, sends)
+                self._send_small([0, 0], self.thief, _ANSWER)
                 thief_done = True
                 continue
-            answer = None
-            if int(count[0]):
-                self._take(int(count[0]), int(count[1]), taken, sends)
+            self._answer = None
+            count, parts = (int(v) for v in self._count)
+            if count:
+                self._take(count, parts, taken)
                 taken += 1
             else:
                 victim_done = True
         for pieces in given:
             self._collect(pieces)
-        comm.wait_all([request for request, _ in sends])
+        comm.wait_all([request for request, _ in self._sends])
+        self._sends = []
 
-    def _send_small(self, values, dest: int, tag: int, sends):
+    def _ask(self):
+        """Ask the victim for rows; its answer (count, pieces) arrives in ``_count``."""
+        if self._answer is None:
+            self._send_small([0], self.victim, _REQUEST)
+            self._answer = self.comm.post_recv(self._count, self.victim, _ANSWER)
+
+    def _send_small(self, values, dest: int, tag: int):
         """A few integers (request, answer), completed at the round's end."""
-        buffer = np.array(values, dtype=np.int64).reshape(-1)
-        sends.append(self.comm.isend_array(buffer, dest, tag))
+        self._sends.append(self.comm.isend_array(np.array(values, dtype=np.int64), dest, tag))
 
-    def _give(self, queue, sends) -> list:
+    def _give(self, queue) -> list:
         """Answer the thief's request with the later half of the rows not scored yet
         (taken off ``queue``; none if only one is left): their count and number of
         pieces (contiguous runs of rows), their times and piece sizes, then each
@@ -150,18 +167,17 @@ class ScoreBalancer:
             if cut:
                 queue.append((x[:cut], t[:cut], out[:cut]))
             need -= x.shape[0] - cut
-        self._send_small([count, len(pieces)], self.thief, _ANSWER, sends)
+        self._send_small([count, len(pieces)], self.thief, _ANSWER)
         if not count:
             return []
-        self.comm.send_array(np.concatenate([t for _, t, _ in pieces]), self.thief, _TIMES)
-        self.comm.send_array(np.array([x.shape[0] for x, _, _ in pieces], dtype=np.int64),
-                             self.thief, _TIMES)
-        for x, _, _ in pieces:
-            self.comm.send_array(x, self.thief, _STATES)
+        for array, tag in ([(np.concatenate([t for _, t, _ in pieces]), _TIMES),
+                            (np.array([x.shape[0] for x, _, _ in pieces], dtype=np.int64), _TIMES)]
+                           + [(x, _STATES) for x, _, _ in pieces]):
+            self._sends.append(self.comm.isend_array(array, self.thief, tag))
         self.given += count
         return [out for _, _, out in pieces]
 
-    def _take(self, count: int, parts: int, index: int, sends):
+    def _take(self, count: int, parts: int, index: int):
         """Score ``count`` rows of the victim's, in ``parts`` pieces (this round's
         ``index``-th batch from it), and send their scores back piece by piece (each
         batch its own buffer until the round's end)."""
@@ -174,9 +190,11 @@ class ScoreBalancer:
             self.comm.recv_array_into(states[a:b], self.victim, _STATES)
         for a in range(0, count, self.rows_per_call):
             b = min(a + self.rows_per_call, count)
+            if b == count:
+                self._ask()         # before the last call: the answer comes meanwhile
             self.evaluate(states[a:b], times[a:b], scores[a:b])
         for a, b in zip(edges[:-1], edges[1:]):
-            sends.append(self.comm.isend_array(scores[a:b], self.victim, _SCORES))
+            self._sends.append(self.comm.isend_array(scores[a:b], self.victim, _SCORES))
         self.taken += count
 
     def _collect(self, pieces):
