@@ -287,14 +287,9 @@ class Communicator:
             _copy_from_host(staged[:received], recv[:received])
         return received
 
-    def send_array(self, array, dest: int, tag: int):
-        """Blocking send of a contiguous array whose shape and dtype the receiver knows
-        (numpy, or device arrays staged through a reused host buffer)."""
-        self._timed(self.comm.Send, _flat(self._readable(array, f"send-{tag}")), dest, tag)
-
     def recv_array_into(self, out, source: int, tag: int):
-        """Blocking receive of :meth:`send_array`'s array into ``out`` (same shape and
-        dtype; numpy or device arrays)."""
+        """Blocking receive of an array sent with :meth:`isend_array` into ``out`` (same
+        shape and dtype; numpy or device arrays, contiguous or not)."""
         host, staged = self._writable(out, f"recv-{tag}")
         target = host if host.flags.c_contiguous else np.empty(host.shape, host.dtype)
         self._timed(self.comm.Recv, _flat(target), source, tag)
@@ -305,7 +300,7 @@ class Communicator:
         return out
 
     def isend_array(self, array, dest: int, tag: int) -> tuple:
-        """Non-blocking send of a contiguous array: (request, the buffer MPI reads).
+        """Non-blocking send of an array: (request, the buffer MPI reads).
         Keep both until :meth:`wait_all` has completed the request. Device arrays are
         copied to a new host buffer unless MPI is GPU-aware."""
         buffer = _host_view(array)
@@ -313,6 +308,8 @@ class Communicator:
             from .. import devices
             devices.synchronize(array)
             buffer = array if self.cuda_aware else np.ascontiguousarray(devices.to_host(array))
+        else:
+            buffer = np.ascontiguousarray(buffer)   # a copy only if it is not contiguous
         return self.comm.Isend(_flat(buffer), dest, tag), buffer
 
     def post_recv(self, out: np.ndarray, source: int, tag: int):

@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import numpy as np
 
-MODES = ("auto", "on", "off")
-
 #: the fewest score calls a round's own rows are split into (when it has the rows)
 CALLS = 8
 
