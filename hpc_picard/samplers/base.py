@@ -203,10 +203,9 @@ class Sampler:
                 self.balance == "auto" and self.balance_auto and backend.is_host()
                 and self.ctx.latency is None)
             S, d = sample_shape
-            rows = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
             balancer = self._balancer = ScoreBalancer(
                 self.ctx.comm, self.evaluate, backend, self.ctx.dtype, sample_shape,
-                rows_per_call=-(-rows // S), enabled=enabled)
+                rows_per_call=-(-self.chunk_rows(d) // S), enabled=enabled)
         return balancer
 
     def score(self, states: np.ndarray, times: np.ndarray, block_index: int,
@@ -264,7 +263,7 @@ class Sampler:
         """Model calls for rows flat (R, d) at forward times t (R,) into flat_out, in
         chunks; row i belongs to the rank's sample i % num_samples (its label)."""
         rows_total, d = flat.shape
-        chunk = self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(d)
+        chunk = self.chunk_rows(d)
         cond = self.ctx.condition
         start = time.perf_counter()
         if cond is None:
@@ -284,6 +283,10 @@ class Sampler:
             network_rows = rows_total * (1 if cond is None else cond.rows_per_state)
             self.ctx.latency.pad(start, network_rows)
         self.ctx.timers.score_seconds += time.perf_counter() - start
+
+    def chunk_rows(self, dim: int) -> int:
+        """Rows per model call: ``--max-batch``, or :meth:`auto_chunk` when it is 0."""
+        return self.ctx.max_batch if self.ctx.max_batch > 0 else self.auto_chunk(dim)
 
     def auto_chunk(self, dim: int) -> int:
         """Rows per score call when --max-batch is 0.
