@@ -17,14 +17,16 @@ def sum_squares(x):
 
 @numba.njit(nogil=True, cache=True)
 def sweep_running(scores, weight, fixed, has_fixed, base, growth, old, new, moved,
-                  first, width):
-    """Rows first + 1 .. n of ``new`` (n = len(old) - 1), one rank's sweep.
+                  first, total, width):
+    """Rows first + 1 .. n of ``new`` (n = len(old) - 1): the sweep of the rank whose
+    start is known (time rank 0).
 
-    For each block of ``width`` samples a running sum starts from ``base`` (S, d)
-    and takes in weight[i] * scores[i - first] for i = first .. n - 1; then
-    Y_{i+1} = growth[i + 1] (running + fixed[i]) (``has_fixed``: else running
-    alone) goes to new[i + 1], its squared move from old[i + 1] per sample to
-    moved[i + 1]. ``old`` and ``new`` may be the same array (in place).
+    For each block of ``width`` samples a running sum starts from ``base`` (S, d) and
+    takes in g_i = weight[i] scores[i - first] (+ fixed[i], ``has_fixed``) for
+    i = first .. n - 1; Y_{i+1} = growth[i + 1] running goes to new[i + 1], its squared
+    move from old[i + 1] per sample to moved[i + 1]; the last running sum, the rank's
+    total, goes to ``total`` (S, d). ``old`` and ``new`` may be the same array (in
+    place).
     """
     n = old.shape[0] - 1
     S, d = base.shape
@@ -41,14 +43,16 @@ def sweep_running(scores, weight, fixed, has_fixed, base, growth, old, new, move
                 f = fixed[i if has_fixed else 0, a if has_fixed else 0]
                 y_old, y_new = old[i + 1, a], new[i + 1, a]
                 for e in range(d):
-                    r = r_row[e] + w * np.float64(s[e])
-                    r_row[e] = r
+                    c = w * np.float64(s[e])
                     if has_fixed:
-                        r = r + f[e]
+                        c = c + f[e]
+                    r = r_row[e] + c
+                    r_row[e] = r
                     o = y_old[e]
                     y_new[e] = g * r
                     diff[e] = y_new[e] - o
                 moved[i + 1, a] = sum_squares(diff)
+        total[c0:c1] = run[:c1 - c0]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -100,9 +104,10 @@ def rebuild(us, add, has_add, growth, old, new, moved, width):
 
 
 @numba.njit(nogil=True, cache=True)
-def add_increments(scores, weight, running):
-    """running += weight[k] scores[k] for k = 0 .. K - 1, in order: the running sum of
-    :func:`sweep_running`, taken on over rows that froze (the same operations)."""
+def add_increments(scores, weight, fixed, has_fixed, running):
+    """running += weight[k] scores[k] (+ fixed[k], ``has_fixed``) for k = 0 .. K - 1, in
+    order: the running sum of :func:`sweep_running` taken on over rows that froze,
+    with its operations."""
     K = scores.shape[0]
     S, d = running.shape
     for a in range(S):
@@ -110,18 +115,9 @@ def add_increments(scores, weight, running):
         for k in range(K):
             w = weight[k]
             s = scores[k, a]
+            f = fixed[k if has_fixed else 0, a if has_fixed else 0]
             for e in range(d):
-                r_row[e] = r_row[e] + w * np.float64(s[e])
-
-
-@numba.njit(nogil=True, cache=True)
-def prefix_rows(rows):
-    """rows[k] = rows[k] + rows[k - 1] for k = 1 .. K - 1, in place: inclusive prefix
-    sums along the first axis, as numpy's row-by-row additions."""
-    K = rows.shape[0]
-    S, d = rows.shape[1], rows.shape[2]
-    for a in range(S):
-        for k in range(1, K):
-            row, prev = rows[k, a], rows[k - 1, a]
-            for e in range(d):
-                row[e] = row[e] + prev[e]
+                c = w * np.float64(s[e])
+                if has_fixed:
+                    c = c + f[e]
+                r_row[e] = r_row[e] + c

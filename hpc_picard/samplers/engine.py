@@ -127,7 +127,10 @@ class BlockSweep:
         row = (self.components,) + self.sample_shape
         self._capacity = owned
         self._states = [be.empty((rows,) + row, self.dtype) for _ in range(2)]
-        self._cum = be.empty((rows,) + row, np.float64)       # g, then its prefix sums
+        # g, then its prefix sums: not stored by time rank 0 with one component
+        # (_sweep_running)
+        stored = self.comm.rank > 0 or self.components > 1
+        self._cum = be.empty((rows,) + row, np.float64) if stored else None
         self._scores = be.empty((rows,) + self.sample_shape, self.dtype)
         # allocated when first needed: the fixed increments (SDE noise)
         self._fixed = []
@@ -148,6 +151,7 @@ class BlockSweep:
         self._base = be.empty(row, np.float64)
         self._zero = be.zeros(row, np.float64)
         self._received = be.empty(row, np.float64)
+        self._total = be.empty(row, np.float64)       # rank 0's running sum at its end
         self._end = be.empty(row, self.dtype)
 
     def start(self, y0, growth, weight, scale, fixed=None, tol: float = 0.0,
@@ -201,17 +205,11 @@ class BlockSweep:
                 if not self.backend.is_host():
                     rows[:self.owned] = self._as_rows(host)
         self.evaluations = 0
-        # One rank, one component: the prefix sums are not stored (_sweep_running); the
-        # fixed rows become their own prefix sums.
-        self._running = self.comm.size == 1 and C == 1
+        # Time rank 0, one component: its start is known, so its prefix sums are not
+        # stored (_sweep_running)
+        self._running = self.comm.rank == 0 and C == 1
         if self._running:
             self._start_in_frame(out=self._base)
-            rows, jit = self._fixed_rows, self._kernels()
-            if rows is not None and jit is not None:
-                jit.prefix_rows(rows[:self.owned, 0])
-            elif rows is not None:
-                for i in range(1, self.owned):
-                    self.backend.add(rows[i], rows[i - 1], out=rows[i])
         self._reset_window()
 
     def _fixed_buffer(self, index: int):
@@ -381,43 +379,53 @@ class BlockSweep:
                         self._moved[m:n + 1], self._width)
 
     def _sweep_running(self, scores, measure: bool, target: int):
-        """One rank: :meth:`_sweep_rows` without storing the prefix sums.
+        """Time rank 0, one component: :meth:`_sweep_rows` without storing the prefix
+        sums.
 
-        The start is known, so each row is rebuilt as soon as its prefix sum is formed,
-        and the prefix sum needs to outlive the row only at the front: the sweep keeps
-        a running sum of the scores' increments per block of samples, starting from
-        ``_base`` (G_w^{-1} Y_w plus the increments of the frozen slices, advanced by
-        :meth:`_freeze_into_base`), and adds the fixed rows, which :meth:`start` turned
-        into their own prefix sums: Y_{i+1} = G_{i+1} (running_i + fixed prefix_i).
-        A sweep then reads the scores and the fixed rows and reads and writes the
-        states: no prefix-sum rows are written and read back.
+        Rank 0's start is known, so each of its rows is rebuilt as soon as its prefix
+        sum is formed, and the prefix sum needs to outlive the row only at the front:
+        the sweep keeps a running sum per block of samples, starting from ``_base``
+        (G_w^{-1} Y_w plus the increments of the frozen slices, taken in by
+        :meth:`_freeze_into_base`): Y_{i+1} = G_{i+1} running_i. A sweep reads the
+        scores and the fixed rows and reads and writes the states: no prefix-sum rows
+        are written and read back. With several ranks, the last running sum is rank
+        0's total for the Exscan, sent once its rows are rebuilt: the other ranks form
+        their prefix sums meanwhile, a pass that reads and writes as much, so no rank
+        waits longer, and rank 0 makes one pass over its rows instead of two.
         """
         be, n = self.backend, self.owned
         first, _ = self._live_rows()
         at, fixed = self.offset + self.lo, self._fixed_rows
+        total = self._total
         jit = self._kernels()
-        if jit is not None and scores is not None:
+        if first >= n:                  # every slice frozen: the sum at the front
+            be.copy(self._base, total)
+        elif jit is not None and scores is not None:
             states = self._states[self.current][:n + 1, 0]
             rows = (self._zero, False) if fixed is None else (fixed[:, 0], True)
             jit.sweep_running(scores, self._weight_array[at:at + n], *rows,
                               self._base[0], self._growth_array[at:at + n + 1], states,
-                              self._states[target][:n + 1, 0], self._moved, first, self._width)
+                              self._states[target][:n + 1, 0], self._moved, first,
+                              total[0], self._width)
         else:
             for chunk in self._chunks:
                 v = _Block(self, chunk, target)
-                running, term, u = v.work[0:1], v.work[1], v.work[2:3]
+                running, term = v.work[0:1], v.work[1]
                 be.copy(v.base, running)
                 for i in range(first, n):
                     if scores is not None:
                         be.scale_into(scores[i - first, chunk], self._weight[at + i][0], out=term)
+                        if fixed is not None:
+                            be.add(term, fixed[i, 0, chunk], out=term)
                         be.add(running[0], term, out=running[0])
-                    if fixed is None:
-                        self._store(i + 1, running, v, measure)
-                    else:
-                        be.add(running, fixed[i, :, chunk], out=u)
-                        self._store(i + 1, u, v, measure)
+                    elif fixed is not None:     # g is the fixed part alone
+                        be.add(running[0], fixed[i, 0, chunk], out=running[0])
+                    self._store(i + 1, running, v, measure)
+                be.copy(running, total[:, chunk])
         if first < n and not be.all_finite(self._states[target][n]):
             self._raise_non_finite(scores, first)
+        if self.comm.size > 1:
+            self.comm.exscan_sum_into(total, self._received)
 
     def _kernels(self):
         """The compiled kernels where they apply: one component (_host_kernels)."""
@@ -431,20 +439,25 @@ class BlockSweep:
         return row[0], True
 
     def _freeze_into_base(self, scores, first: int):
-        """One rank, after the verdict: the score increments of the slices that just
-        froze join ``_base``, with the same operations as the sweep's running sum (so
-        the same numbers as if it had been stored)."""
+        """Rank 0, after the verdict: the increments of the slices that just froze join
+        ``_base``, with the same operations as the sweep's running sum (so the same
+        numbers as if it had been stored)."""
         be, at = self.backend, self.offset + self.lo
         now, _ = self._live_rows()
-        jit = self._kernels()
-        if jit is not None and now > first:
+        if now <= first:
+            return
+        fixed, jit = self._fixed_rows, self._kernels()
+        if jit is not None:
+            rows = (self._zero, False) if fixed is None else (fixed[first:now, 0], True)
             jit.add_increments(scores[:now - first], self._weight_array[at + first:at + now],
-                               self._base[0])
+                               *rows, self._base[0])
             return
         for chunk in self._chunks:
             running, term = self._base[0, chunk], self._work[1, :chunk.stop - chunk.start]
             for i in range(first, now):
                 be.scale_into(scores[i - first, chunk], self._weight[at + i][0], out=term)
+                if fixed is not None:
+                    be.add(term, fixed[i, 0, chunk], out=term)
                 be.add(running, term, out=running)
 
     def _accumulate(self, scores, first: int, v, rebuild: bool, measure: bool):
@@ -592,7 +605,10 @@ class BlockSweep:
         be, advance = self.backend, self.front
         old_ranges, old_size = self.ranges, self.size
         owner = next(r for r, (lo, hi) in enumerate(old_ranges) if lo <= advance - 1 < hi)
-        if self.comm.rank == owner:
+        if self.comm.rank == owner and self._running:
+            # rank 0's running sum at the front: the frozen slices are in it
+            be.copy(self._base, self._received)
+        elif self.comm.rank == owner:
             row = self._cum[advance - 1 - self.lo]
             if owner == 0:
                 be.copy(row, self._received)
@@ -633,7 +649,7 @@ class _Block:
     def __init__(self, engine, chunk, target: int):
         width = chunk.stop - chunk.start
         self.chunk = chunk
-        self.cum = engine._cum[:, :, chunk]
+        self.cum = None if engine._cum is None else engine._cum[:, :, chunk]
         self.old = engine._states[engine.current][:, :, chunk]
         self.target = engine._states[target][:, :, chunk]
         self.in_place = target == engine.current

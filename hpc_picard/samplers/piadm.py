@@ -89,14 +89,15 @@ class PicardSampler(Sampler):
     @classmethod
     def memory_bytes(cls, config, samples, time_ranks, time_rank) -> int:
         """The sweep engine's arrays (engine.py): two trajectories of owned + 1 states
-        and the scores (state dtype); the prefix sums, and on the SDE path the fixed
-        noise part of g in two buffers (the second receives the rows when a block is
-        re-split, BlockSweep.drop_frozen), float64; a few single states; Anderson's
-        history of 2 x depth differences plus the last pair.
+        and the scores (state dtype); the prefix sums (not on time rank 0, whose sweep
+        keeps a running sum), and on the SDE path the fixed noise part of g in two
+        buffers (the second receives the rows when a block is re-split,
+        BlockSweep.drop_frozen), float64; a few single states; Anderson's history of
+        2 x depth differences plus the last pair.
         """
         lo, hi = cls.owned_slices(config, time_ranks, time_rank)
         rows, row = hi - lo + 1, samples * config.dim
-        arrays = rows + (2 * rows if cls.path == "sde" else 0) + 4
+        arrays = (rows if time_rank > 0 else 0) + (2 * rows if cls.path == "sde" else 0) + 5
         if config.accelerate == "anderson":
             arrays += (2 * config.anderson_depth + 2) * (rows - 1)
         if config.schedule == "wavefront":
