@@ -47,8 +47,9 @@ are float64 (sums of many small increments), residuals are accumulated in float6
 The arithmetic of a sweep is memory-bound, so it is fused by cache blocking: rows in
 order, on the host in blocks of samples, each row's increment, prefix sum, state and
 move formed while the block is in cache (:meth:`BlockSweep._sweep_rows`; without
-Anderson mixing the states are updated in place). On one rank the prefix sums are not
-stored at all (:meth:`BlockSweep._sweep_running`). On numpy arrays with one component
+Anderson mixing the states are updated in place). Time rank 0, whose start is known,
+stores no prefix sums at all: it rebuilds each row in the same pass and sends its last
+running sum to the Exscan (:meth:`BlockSweep._sweep_running`). On numpy arrays with one component
 and no lagged term the same arithmetic runs as compiled kernels where numba is
 installed (hpc_picard/kernels.py), with the same states bit for bit. docs/design.md
 has the measurements.
