@@ -56,6 +56,53 @@ def sweep_running(scores, weight, fixed, has_fixed, base, growth, old, new, move
 
 
 @numba.njit(nogil=True, cache=True)
+def sweep_run(scores, weight, fixed, slots, row0, base, growth, states, moved, write_first,
+              total, width):
+    """One run of K rows of the ring whose base is known (RingWindow): for each block of
+    ``width`` samples a running sum starts from ``base`` (S, d) (``write_first``:
+    states[0] = growth[0] base first) and takes in g_k = weight[k] scores[k] +
+    fixed[slots[k], row0 + k] for k = 0 .. K - 1; states[k + 1] = growth[k + 1] running
+    for k < K - 1, in place, its squared move per sample to moved[k + 1]; the last
+    running sum, the run's total, goes to ``total`` (S, d). The same numbers as
+    :func:`accumulate` then :func:`rebuild`."""
+    K = scores.shape[0]
+    S, d = base.shape
+    run = np.empty((width, d), dtype=np.float64)
+    diff = np.empty(d, dtype=np.float64)
+    for c0 in range(0, S, width):
+        c1 = min(c0 + width, S)
+        run[:c1 - c0] = base[c0:c1]
+        if write_first:
+            g = growth[0]
+            for a in range(c0, c1):
+                r_row, y = run[a - c0], states[0, a]
+                for e in range(d):
+                    o = y[e]
+                    y[e] = g * r_row[e]
+                    diff[e] = y[e] - o
+                moved[0, a] = sum_squares(diff)
+        for k in range(K):
+            w = weight[k]
+            last = k == K - 1
+            g = growth[k + 1] if not last else 0.0
+            for a in range(c0, c1):
+                r_row, s = run[a - c0], scores[k, a]
+                f = fixed[slots[k], row0 + k, a]
+                for e in range(d):
+                    c = w * np.float64(s[e])
+                    c = c + f[e]
+                    r_row[e] = r_row[e] + c
+                if not last:
+                    y = states[k + 1, a]
+                    for e in range(d):
+                        o = y[e]
+                        y[e] = g * r_row[e]
+                        diff[e] = y[e] - o
+                    moved[k + 1, a] = sum_squares(diff)
+        total[c0:c1] = run[:c1 - c0]
+
+
+@numba.njit(nogil=True, cache=True)
 def accumulate(scores, weight, fixed, slots, row0, has_fixed, before, has_before, cum, width):
     """cum[k] = (weight[k] scores[k] + fixed[slots[k], row0 + k]) + cum[k - 1] for
     k = 0 .. K - 1 (``has_fixed``: else without the fixed row), ``before`` (S, d) in

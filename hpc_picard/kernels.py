@@ -12,7 +12,9 @@ one compiled pass per row instead, for one-component states on the numpy backend
 - :func:`add_increments`: the frozen slices' increments taken into its running sum;
 - :func:`accumulate`: the other ranks' increments and their prefix sums, before the
   Exscan;
-- :func:`rebuild`: their states from their prefix sums and bases, after it.
+- :func:`rebuild`: their states from their prefix sums and bases, after it;
+- :func:`sweep_run`: a run of ParaDiGMS' ring whose base is known, rebuilt as it is
+  summed (RingWindow).
 
 Every elementwise operation is numpy's, in numpy's order and precision (numba does not
 fuse a multiply and an add unless told to), so the states are those of the numpy
@@ -66,5 +68,7 @@ def warm_up(dtype) -> bool:
     jit.accumulate(states[:1], one, rows[None], np.zeros(1, dtype=np.int64), 0, True, row,
                    True, rows, S)
     jit.rebuild(rows, row, True, one, states[:1], states[:1], moved[:1], S)
+    jit.sweep_run(states[:1], one, rows[None], np.zeros(1, dtype=np.int64), 0, row, two,
+                  states[:1], moved[:1], False, row, S)
     jit.add_increments(states[:1], one, rows, True, row)
     return True

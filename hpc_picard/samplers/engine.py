@@ -730,9 +730,11 @@ class RingWindow:
     do not leave the other ranks waiting while that rank draws them.
 
     States are updated in place (one state buffer); arrays live on the backend and the
-    arithmetic is cache-blocked like :class:`BlockSweep`'s; every rank rebuilds after
-    the scan (an early rebuild on the opening rank would leave the others waiting for
-    it). Components: 1.
+    arithmetic is cache-blocked like :class:`BlockSweep`'s. With the compiled kernels,
+    the runs whose base is known (the opening run, and on one rank every run) are
+    rebuilt in the pass that sums them, which reads and writes as much as forming their
+    prefix sums, so the opening run's total is ready no later; elsewhere every rank
+    rebuilds after the scan. Components: 1.
     """
 
     def __init__(self, comm, verdicts, backend, dtype, sample_shape):
@@ -928,41 +930,44 @@ class RingWindow:
         return cum[k1 - 1]
 
     def _accumulate_jit(self, jit, leads):
-        """:meth:`_accumulate` for every run and sample at once, compiled (no rebuild:
-        :meth:`_rebuild_jit` follows)."""
+        """:meth:`_accumulate` for every run and sample at once, compiled. A run whose
+        base is known ("start", "follow") is rebuilt in the same pass, with a running
+        sum (``sweep_run``: its prefix sums are not stored, only its total, in its last
+        prefix-sum row); the others' rows follow in :meth:`_rebuild_jit`."""
         previous = None
         for (k0, k1, _), lead in zip(self.runs, leads):
-            before = self._base if lead == "start" else previous if lead == "follow" else None
             weight = self._weight_array[self._occ[k0:k1]]
-            jit.accumulate(self._scores[k0:k1], weight, self._fixed, self._slot[k0:k1],
-                           k0, True, self._zero if before is None else before,
-                           before is not None, self._cum[k0:k1], self._width)
+            if lead == "scan":
+                jit.accumulate(self._scores[k0:k1], weight, self._fixed, self._slot[k0:k1],
+                               k0, True, self._zero, False, self._cum[k0:k1], self._width)
+            else:
+                jit.sweep_run(self._scores[k0:k1], weight, self._fixed, self._slot[k0:k1], k0,
+                              self._base if lead == "start" else previous,
+                              self._growth_array[self._occ[k0:k1]], self._states[k0:k1],
+                              self._moved[k0:k1], lead == "follow", self._cum[k1 - 1],
+                              self._width)
             previous = self._cum[k1 - 1]
 
     def _rebuild_jit(self, jit, leads):
-        """The runs' rows rebuilt, compiled, after the scan (several ranks) or the
-        prefix sums (one rank): a run's first row from its base (the previous run's
-        last prefix sum, or the scan's; the opening run's first row is the start), the
-        others from the row before's prefix sum plus the scan's base, if any."""
+        """The rows of the runs whose base comes from the scan, rebuilt, compiled: the
+        first from the scan's base, the others from the row before's prefix sum plus
+        it; and the window's end, from the total of the run that closes it."""
         states, moved, w = self._states, self._moved, self._width
         end = self._growth_array[self.offset + self.size:self.offset + self.size + 1]
-        previous = None
         for (k0, k1, i0), lead in zip(self.runs, leads):
             growth = self._growth_array[self._occ[k0:k1]]
             plus = self._received if lead == "scan" else None
             add = (self._zero if plus is None else plus, plus is not None)
-            if lead != "start":
-                base = previous if lead == "follow" else self._received
-                jit.rebuild(base[None], self._zero, False, growth[:1],
+            if lead == "scan":          # the others were rebuilt as they were summed
+                jit.rebuild(self._received[None], self._zero, False, growth[:1],
                             states[k0:k0 + 1], states[k0:k0 + 1], moved[k0:k0 + 1], w)
-            if k1 - k0 > 1:
-                jit.rebuild(self._cum[k0:k1 - 1], *add, growth[1:], states[k0 + 1:k1],
-                            states[k0 + 1:k1], moved[k0 + 1:k1], w)
+                if k1 - k0 > 1:
+                    jit.rebuild(self._cum[k0:k1 - 1], *add, growth[1:], states[k0 + 1:k1],
+                                states[k0 + 1:k1], moved[k0 + 1:k1], w)
             if i0 + k1 - k0 == self.size:           # this run closes the window: its end
                 last = slice(self.owned, self.owned + 1)
                 jit.rebuild(self._cum[k1 - 1:k1], *add, end, states[last], states[last],
                             moved[last], w)
-            previous = self._cum[k1 - 1]
 
     def _rebuild_run(self, run, chunk, folded: bool):
         """A run's rows after the scan: Y = G (base + prefix), the base the scan's
