@@ -15,6 +15,9 @@ import traceback
 import numpy as np
 from mpi4py import MPI
 
+#: the tag of cyclic_exscan_into's two-rank swap (point-to-point, unlike the collectives)
+_CYCLIC = 81
+
 
 class Communicator:
     """A thin, timed wrapper around an ``MPI.Comm``.
@@ -129,9 +132,22 @@ class Communicator:
         its sum and every other rank the sum of the ranks below it, and one broadcast
         from the last rank adds the total of ranks first .. P - 1 to the latter. Two
         messages of one contribution on two ranks; host buffers are reused.
+
+        On two ranks the ranks just swap their contributions (one Sendrecv) and rank
+        ``first`` adds its own to the other's.
         """
         if self.size == 1:
             out[...] = local
+            return out
+        if self.size == 2:
+            send = self._readable(local, "cyclic-send")
+            recv, staged = self._writable(out, "cyclic-recv")
+            peer = 1 - self.rank
+            self._timed(self.comm.Sendrecv, send, peer, _CYCLIC, recv, peer, _CYCLIC)
+            if staged is not None:
+                _copy_from_host(staged, out)
+            if self.rank == first:      # its own first part and the other's: all of them
+                out += local
             return out
         _, before, mine = self._affine_exscan(0.0 if self.rank == first else 1.0, local)
         total = self._staging("cyclic-total", tuple(local.shape), np.dtype(np.float64))
