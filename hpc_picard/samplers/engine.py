@@ -49,10 +49,11 @@ order, on the host in blocks of samples, each row's increment, prefix sum, state
 move formed while the block is in cache (:meth:`BlockSweep._sweep_rows`; without
 Anderson mixing the states are updated in place). Time rank 0, whose start is known,
 stores no prefix sums at all: it rebuilds each row in the same pass and sends its last
-running sum to the Exscan (:meth:`BlockSweep._sweep_running`). On numpy arrays with one component
-and no lagged term the same arithmetic runs as compiled kernels where numba is
-installed (hpc_picard/kernels.py), with the same states bit for bit. docs/design.md
-has the measurements.
+running sum to the Exscan (:meth:`BlockSweep._sweep_running`); so do the runs of
+ParaDiGMS' ring whose base is known. On numpy arrays with one component and no lagged
+term the same arithmetic runs as compiled kernels where numba is installed
+(hpc_picard/kernels.py), with the same states bit for bit. docs/design.md has the
+measurements.
 
 Usage (one block of PIADM, see piadm.py for the whole thing)::
 
@@ -318,7 +319,7 @@ class BlockSweep:
     def _sweep_rows(self, scores, measure: bool, target: int):
         """The sweep's arithmetic: increments and their local prefix sums, the Exscan,
         the rebuild of the states into state buffer ``target`` and (``measure``) their
-        squared moves.
+        squared moves. Time rank 0 with one component: :meth:`_sweep_running`.
 
         Row by row and, on the host, in blocks of samples (``_chunks``): each row's
         increments, prefix sum, state and move are formed while the row is in cache, so
@@ -338,11 +339,11 @@ class BlockSweep:
                 # the prefix sums start from G_w^{-1} Y_w: within a window it never
                 # changes, so the prefix sums carry it and rank 0's rebuild is a multiply
                 self._start_in_frame(out=self._base)
-            jit = None if alone or scores is None else self._kernels()
+            # compiled: one component, so never rank 0 (_sweep_running) nor one rank
+            jit = None if scores is None else self._kernels()
             if jit is not None:
                 at, fixed = self.offset + self.lo, self._fixed_rows
-                before = (self._cum[first - 1] if first else
-                          self._base if self.comm.rank == 0 else None)
+                before = self._cum[first - 1] if first else None
                 # the fixed rows as one of the ring's buffers: (1, rows, S, d), from row first
                 rows = self._zero[None] if fixed is None else fixed[:, 0][None]
                 jit.accumulate(scores, self._weight_array[at + first:at + n], rows,
@@ -374,8 +375,7 @@ class BlockSweep:
                         old[:1], new[:1], self._moved[:1], self._width)
             m = 1
         if m <= n:
-            plus = None if self.comm.rank == 0 else self._base     # rank 0: in the sums
-            jit.rebuild(self._cum[m - 1:n, 0], *self._row_or_dummy(plus),
+            jit.rebuild(self._cum[m - 1:n, 0], *self._row_or_dummy(self._base),
                         self._growth_array[at + m:at + n + 1], old[m:n + 1], new[m:n + 1],
                         self._moved[m:n + 1], self._width)
 
