@@ -16,55 +16,22 @@ def sum_squares(x):
 
 
 @numba.njit(nogil=True, cache=True)
-def sweep_running(scores, weight, fixed, has_fixed, base, growth, old, new, moved,
-                  first, total, width):
-    """Rows first + 1 .. n of ``new`` (n = len(old) - 1): the sweep of the rank whose
-    start is known (time rank 0).
+def sweep_running(scores, weight, fixed, slots, row0, has_fixed, base, growth, old, new,
+                  moved, write_first, write_last, total, width):
+    """K slices swept from a known base: time rank 0's live slices of a block
+    (BlockSweep._sweep_running), or a run of ParaDiGMS' ring whose base is known
+    (RingWindow). State row k is the state at the start of slice k, row K (if there)
+    the one after the last.
 
-    For each block of ``width`` samples a running sum starts from ``base`` (S, d) and
-    takes in g_i = weight[i] scores[i - first] (+ fixed[i], ``has_fixed``) for
-    i = first .. n - 1; Y_{i+1} = growth[i + 1] running goes to new[i + 1], its squared
-    move from old[i + 1] per sample to moved[i + 1]; the last running sum, the rank's
-    total, goes to ``total`` (S, d). ``old`` and ``new`` may be the same array (in
-    place).
+    For each block of ``width`` samples a running sum starts from ``base`` (S, d)
+    (``write_first``: Y_0 = growth[0] base goes to new[0] first) and takes in
+    g_k = weight[k] scores[k] (+ fixed[slots[k], row0 + k], ``has_fixed``) for
+    k = 0 .. K - 1; Y_{k+1} = growth[k + 1] running goes to new[k + 1] (for k = K - 1
+    only with ``write_last``), each written row's squared move from old, per sample,
+    to moved. The last running sum goes to ``total`` (S, d). ``old`` and ``new`` may
+    be the same array (in place). The same numbers as :func:`accumulate` then
+    :func:`rebuild`.
     """
-    n = old.shape[0] - 1
-    S, d = base.shape
-    run = np.empty((width, d), dtype=np.float64)
-    diff = np.empty(d, dtype=np.float64)
-    for c0 in range(0, S, width):
-        c1 = min(c0 + width, S)
-        run[:c1 - c0] = base[c0:c1]
-        for i in range(first, n):
-            w = weight[i]
-            g = growth[i + 1]
-            for a in range(c0, c1):
-                r_row, s = run[a - c0], scores[i - first, a]
-                f = fixed[i if has_fixed else 0, a if has_fixed else 0]
-                y_old, y_new = old[i + 1, a], new[i + 1, a]
-                for e in range(d):
-                    c = w * np.float64(s[e])
-                    if has_fixed:
-                        c = c + f[e]
-                    r = r_row[e] + c
-                    r_row[e] = r
-                    o = y_old[e]
-                    y_new[e] = g * r
-                    diff[e] = y_new[e] - o
-                moved[i + 1, a] = sum_squares(diff)
-        total[c0:c1] = run[:c1 - c0]
-
-
-@numba.njit(nogil=True, cache=True)
-def sweep_run(scores, weight, fixed, slots, row0, base, growth, states, moved, write_first,
-              total, width):
-    """One run of K rows of the ring whose base is known (RingWindow): for each block of
-    ``width`` samples a running sum starts from ``base`` (S, d) (``write_first``:
-    states[0] = growth[0] base first) and takes in g_k = weight[k] scores[k] +
-    fixed[slots[k], row0 + k] for k = 0 .. K - 1; states[k + 1] = growth[k + 1] running
-    for k < K - 1, in place, its squared move per sample to moved[k + 1]; the last
-    running sum, the run's total, goes to ``total`` (S, d). The same numbers as
-    :func:`accumulate` then :func:`rebuild`."""
     K = scores.shape[0]
     S, d = base.shape
     run = np.empty((width, d), dtype=np.float64)
@@ -72,33 +39,27 @@ def sweep_run(scores, weight, fixed, slots, row0, base, growth, states, moved, w
     for c0 in range(0, S, width):
         c1 = min(c0 + width, S)
         run[:c1 - c0] = base[c0:c1]
-        if write_first:
-            g = growth[0]
-            for a in range(c0, c1):
-                r_row, y = run[a - c0], states[0, a]
-                for e in range(d):
-                    o = y[e]
-                    y[e] = g * r_row[e]
-                    diff[e] = y[e] - o
-                moved[0, a] = sum_squares(diff)
-        for k in range(K):
-            w = weight[k]
-            last = k == K - 1
-            g = growth[k + 1] if not last else 0.0
-            for a in range(c0, c1):
-                r_row, s = run[a - c0], scores[k, a]
-                f = fixed[slots[k], row0 + k, a]
-                for e in range(d):
-                    c = w * np.float64(s[e])
-                    c = c + f[e]
-                    r_row[e] = r_row[e] + c
-                if not last:
-                    y = states[k + 1, a]
+        for k in range(-1 if write_first else 0, K):
+            if k >= 0:
+                w = weight[k]
+                for a in range(c0, c1):
+                    r_row, s = run[a - c0], scores[k, a]
+                    f = fixed[slots[k], row0 + k, a] if has_fixed else fixed[0, 0, a]
                     for e in range(d):
-                        o = y[e]
-                        y[e] = g * r_row[e]
-                        diff[e] = y[e] - o
-                    moved[k + 1, a] = sum_squares(diff)
+                        c = w * np.float64(s[e])
+                        if has_fixed:
+                            c = c + f[e]
+                        r_row[e] = r_row[e] + c
+            if k == K - 1 and not write_last:
+                break
+            g = growth[k + 1]
+            for a in range(c0, c1):
+                r_row, y_old, y_new = run[a - c0], old[k + 1, a], new[k + 1, a]
+                for e in range(d):
+                    o = y_old[e]
+                    y_new[e] = g * r_row[e]
+                    diff[e] = y_new[e] - o
+                moved[k + 1, a] = sum_squares(diff)
         total[c0:c1] = run[:c1 - c0]
 
 

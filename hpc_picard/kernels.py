@@ -7,14 +7,13 @@ pass (docs/design.md). Where numba is installed (the ``fast`` extra, which
 ``make install`` installs), the engine (samplers/engine.py) runs the same arithmetic as
 one compiled pass per row instead, for one-component states on the numpy backend:
 
-- :func:`sweep_running`: the sweep of time rank 0, whose start is known, the prefix
-  sums never stored (BlockSweep._sweep_running);
+- :func:`sweep_running`: slices swept from a known base, the prefix sums never stored:
+  time rank 0's sweep of a block (BlockSweep._sweep_running), and the runs of
+  ParaDiGMS' ring whose base is known (RingWindow);
 - :func:`add_increments`: the frozen slices' increments taken into its running sum;
 - :func:`accumulate`: the other ranks' increments and their prefix sums, before the
   Exscan;
-- :func:`rebuild`: their states from their prefix sums and bases, after it;
-- :func:`sweep_run`: a run of ParaDiGMS' ring whose base is known, rebuilt as it is
-  summed (RingWindow).
+- :func:`rebuild`: their states from their prefix sums and bases, after it.
 
 Every elementwise operation is numpy's, in numpy's order and precision (numba does not
 fuse a multiply and an add unless told to), so the states are those of the numpy
@@ -64,11 +63,10 @@ def warm_up(dtype) -> bool:
     states = np.zeros((2, S, d), dtype=np.dtype(dtype))
     rows, row = np.zeros((1, S, d)), np.zeros((S, d))
     one, two, moved = np.ones(1), np.ones(2), np.zeros((2, S))
-    jit.sweep_running(states[:1], one, rows, True, row, two, states, states, moved, 0, row, S)
+    jit.sweep_running(states[:1], one, rows[None], np.zeros(1, dtype=np.int64), 0, True, row,
+                      two, states, states, moved, False, True, row, S)
     jit.accumulate(states[:1], one, rows[None], np.zeros(1, dtype=np.int64), 0, True, row,
                    True, rows, S)
     jit.rebuild(rows, row, True, one, states[:1], states[:1], moved[:1], S)
-    jit.sweep_run(states[:1], one, rows[None], np.zeros(1, dtype=np.int64), 0, row, two,
-                  states[:1], moved[:1], False, row, S)
     jit.add_increments(states[:1], one, rows, True, row)
     return True

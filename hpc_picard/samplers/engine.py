@@ -402,12 +402,14 @@ class BlockSweep:
         if first >= n:                  # every slice frozen: the sum at the front
             be.copy(self._base, total)
         elif jit is not None and scores is not None:
-            states = self._states[self.current][:n + 1, 0]
-            rows = (self._zero, False) if fixed is None else (fixed[:, 0], True)
-            jit.sweep_running(scores, self._weight_array[at:at + n], *rows,
-                              self._base[0], self._growth_array[at:at + n + 1], states,
-                              self._states[target][:n + 1, 0], self._moved, first,
-                              total[0], self._width)
+            # the fixed rows as one of the ring's buffers: (1, rows, S, d), from row first
+            rows = self._zero[None] if fixed is None else fixed[:, 0][None]
+            old, new = self._states[self.current][:, 0], self._states[target][:, 0]
+            jit.sweep_running(scores, self._weight_array[at + first:at + n], rows,
+                              self._slots[:n - first], first, fixed is not None,
+                              self._base[0], self._growth_array[at + first:at + n + 1],
+                              old[first:n + 1], new[first:n + 1], self._moved[first:n + 1],
+                              False, True, total[0], self._width)
         else:
             for chunk in self._chunks:
                 v = _Block(self, chunk, target)
@@ -932,7 +934,7 @@ class RingWindow:
     def _accumulate_jit(self, jit, leads):
         """:meth:`_accumulate` for every run and sample at once, compiled. A run whose
         base is known ("start", "follow") is rebuilt in the same pass, with a running
-        sum (``sweep_run``: its prefix sums are not stored, only its total, in its last
+        sum (``sweep_running``: its prefix sums are not stored, only its total, in its last
         prefix-sum row); the others' rows follow in :meth:`_rebuild_jit`."""
         previous = None
         for (k0, k1, _), lead in zip(self.runs, leads):
@@ -941,11 +943,11 @@ class RingWindow:
                 jit.accumulate(self._scores[k0:k1], weight, self._fixed, self._slot[k0:k1],
                                k0, True, self._zero, False, self._cum[k0:k1], self._width)
             else:
-                jit.sweep_run(self._scores[k0:k1], weight, self._fixed, self._slot[k0:k1], k0,
-                              self._base if lead == "start" else previous,
-                              self._growth_array[self._occ[k0:k1]], self._states[k0:k1],
-                              self._moved[k0:k1], lead == "follow", self._cum[k1 - 1],
-                              self._width)
+                jit.sweep_running(self._scores[k0:k1], weight, self._fixed, self._slot[k0:k1],
+                                  k0, True, self._base if lead == "start" else previous,
+                                  self._growth_array[self._occ[k0:k1]], self._states[k0:k1],
+                                  self._states[k0:k1], self._moved[k0:k1], lead == "follow",
+                                  False, self._cum[k1 - 1], self._width)
             previous = self._cum[k1 - 1]
 
     def _rebuild_jit(self, jit, leads):
