@@ -171,6 +171,7 @@ class Sampler:
         self.ctx = context
         #: --balance (options.BALANCE) for the samplers whose rounds use score_balancer
         self.balance = options.get("balance", "auto")
+        self._balancer = None
 
     def run_block(self, block, y0):  # pragma: no cover
         raise NotImplementedError
@@ -196,7 +197,7 @@ class Sampler:
         class's ``balance_auto`` says so, on host arrays without an emulated latency),
         kept from block to block."""
         from .balance import ScoreBalancer
-        balancer = self.__dict__.get("_balancer")
+        balancer = self._balancer
         if balancer is None or balancer.sample_shape != tuple(sample_shape):
             backend = self.ctx.backend
             enabled = self.balance == "on" or (

@@ -417,10 +417,7 @@ class BlockSweep:
                 be.copy(v.base, running)
                 for i in range(first, n):
                     if scores is not None:
-                        be.scale_into(scores[i - first, chunk], self._weight[at + i][0], out=term)
-                        if fixed is not None:
-                            be.add(term, fixed[i, 0, chunk], out=term)
-                        be.add(running[0], term, out=running[0])
+                        self._take_in(running[0], term, scores[i - first, chunk], i, chunk)
                     elif fixed is not None:     # g is the fixed part alone
                         be.add(running[0], fixed[i, 0, chunk], out=running[0])
                     self._store(i + 1, running, v, measure)
@@ -445,7 +442,7 @@ class BlockSweep:
         """Rank 0, after the verdict: the increments of the slices that just froze join
         ``_base``, with the same operations as the sweep's running sum (so the same
         numbers as if it had been stored)."""
-        be, at = self.backend, self.offset + self.lo
+        at = self.offset + self.lo
         now, _ = self._live_rows()
         if now <= first:
             return
@@ -458,10 +455,17 @@ class BlockSweep:
         for chunk in self._chunks:
             running, term = self._base[0, chunk], self._work[1, :chunk.stop - chunk.start]
             for i in range(first, now):
-                be.scale_into(scores[i - first, chunk], self._weight[at + i][0], out=term)
-                if fixed is not None:
-                    be.add(term, fixed[i, 0, chunk], out=term)
-                be.add(running, term, out=running)
+                self._take_in(running, term, scores[i - first, chunk], i, chunk)
+
+    def _take_in(self, running, term, score, i: int, chunk):
+        """running += g_i = weight_i score (+ the fixed row i) for the samples ``chunk``,
+        through ``term``: rank 0's running sum, as the compiled ``sweep_running`` and
+        ``add_increments`` form it."""
+        be = self.backend
+        be.scale_into(score, self._weight[self.offset + self.lo + i][0], out=term)
+        if self._fixed_rows is not None:
+            be.add(term, self._fixed_rows[i, 0, chunk], out=term)
+        be.add(running, term, out=running)
 
     def _accumulate(self, scores, first: int, v, rebuild: bool, measure: bool):
         """Rows first .. owned - 1 of g and its prefix sum, for the samples of block
